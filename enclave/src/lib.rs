@@ -1,0 +1,13 @@
+//! The trusted side of sealtune: the only crate that ever holds plaintext
+//! training data or the enclave's private keys.
+//!
+//! # Non-features
+//! Nothing here writes plaintext, keys or anything derived from private data
+//! to disk, logs or the network, except outputs that are themselves
+//! differentially private (the noised adapter weights) and the signed receipt.
+//!
+//! # Security notes
+//! The untrusted host can observe the sizes and timing of messages, and the
+//! sealed ciphertext it stores; it cannot observe keys or plaintext.
+#![forbid(unsafe_code, unused_must_use)]
+#![deny(missing_docs, unreachable_pub)]

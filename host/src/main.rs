@@ -1,0 +1,23 @@
+//! `sealtune`: the command-line tool for data owners, model vendors and
+//! operators. It runs on untrusted machines and never sees another party's
+//! plaintext.
+#![forbid(unsafe_code, unused_must_use)]
+#![deny(missing_docs, unreachable_pub)]
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sealtune", version, about = "Confidential DP fine-tuning: owner, vendor and operator tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {}
+}
