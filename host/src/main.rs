@@ -4,7 +4,10 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+mod failure;
+
 use clap::{Parser, Subcommand};
+use failure::Outcome;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -17,7 +20,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {}
 
+fn run(command: Command) -> Outcome {
+    match command {}
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message());
+            ExitCode::from(failure.code())
+        }
+    }
 }
