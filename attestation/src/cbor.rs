@@ -36,6 +36,16 @@ pub fn from_slice<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, Cb
     Ok(value)
 }
 
+/// Reads only the `version` field of a versioned document, so that a document
+/// of an unknown version is reported as such rather than as malformed.
+pub fn version_of(bytes: &[u8]) -> Result<u32, CborError> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        version: u32,
+    }
+    serde_cbor::from_slice::<Probe>(bytes).map(|p| p.version).map_err(|e| CborError::Malformed(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,3 +17,9 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod cbor;
+pub mod snp;
+pub mod binding;
+pub mod evidence;
+pub mod manifest;
+pub mod policy;
+pub mod verify;

@@ -1,0 +1,156 @@
+//! A verifier's policy (TOML, `docs/formats/policy.md`): which enclaves it
+//! trusts and, for data owners, which job terms it accepts.
+
+use crate::manifest::JobManifest;
+use crate::snp::tcb::Tcb;
+use serde::{Deserialize, Serialize};
+
+/// The policy format version this crate reads.
+pub const POLICY_VERSION: u32 = 1;
+
+/// A verification policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Always [`POLICY_VERSION`].
+    pub version: u32,
+    /// Accept evidence from sealtune's simulated platform. Never set this in production.
+    #[serde(default)]
+    pub allow_simulated: bool,
+    /// Accept TEEs launched with debugging enabled (the host can read their memory).
+    #[serde(default)]
+    pub allow_debug: bool,
+    /// Highest VMPL a report may come from; 0 (the default) admits only the
+    /// guest's most privileged level, where sealtune's enclave runs.
+    #[serde(default)]
+    pub max_vmpl: u32,
+    /// Launch measurements (hex, 48 bytes) of enclave builds this policy trusts.
+    pub measurements: Vec<String>,
+    /// Minimum firmware TCB; absent means any TCB the VCEK was issued for.
+    #[serde(default)]
+    pub min_tcb: Option<Tcb>,
+    /// For data owners: the job terms under which they release a key.
+    #[serde(default)]
+    pub job: Option<JobTerms>,
+}
+
+/// The job terms a data owner accepts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobTerms {
+    /// Largest ε the job may spend.
+    pub max_epsilon: f64,
+    /// Largest δ the job may use.
+    pub max_delta: f64,
+    /// SHA-256 digests (hex) of the base models the owner accepts.
+    pub base_models: Vec<String>,
+    /// Ed25519 keys (hex) of the vendors allowed to receive the outputs.
+    pub recipients: Vec<String>,
+}
+
+/// Why a policy file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Not valid TOML or not the policy schema.
+    #[error("policy is not valid: {0}")]
+    Syntax(String),
+    /// The version field names an unknown policy format.
+    #[error("unsupported policy version {0} (this build reads version {POLICY_VERSION})")]
+    UnsupportedVersion(u32),
+    /// A measurement is not 96 hex digits.
+    #[error("policy measurement {index} is not 48 bytes of hex")]
+    BadMeasurement {
+        /// Position in the list.
+        index: usize,
+    },
+    /// The allow-list is empty, so no enclave could ever verify.
+    #[error("policy allows no measurement")]
+    NoMeasurements,
+}
+
+/// Why a job manifest's terms are not acceptable to a data owner.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TermsViolation {
+    /// The owner's policy has no `[job]` section, so it accepts no job.
+    #[error("the policy has no [job] terms, so it cannot release a key to any job")]
+    NoJobTerms,
+    /// ε above the owner's maximum.
+    #[error("job epsilon {job} exceeds the policy maximum {max}")]
+    Epsilon {
+        /// The job's ε.
+        job: f64,
+        /// The policy's maximum.
+        max: f64,
+    },
+    /// δ above the owner's maximum.
+    #[error("job delta {job} exceeds the policy maximum {max}")]
+    Delta {
+        /// The job's δ.
+        job: f64,
+        /// The policy's maximum.
+        max: f64,
+    },
+    /// The base model is not in the owner's list.
+    #[error("base model {0} is not allowed by the policy")]
+    BaseModel(String),
+    /// A recipient is not in the owner's list.
+    #[error("output recipient {0} is not allowed by the policy")]
+    Recipient(String),
+}
+
+impl Policy {
+    /// Parses and checks a TOML policy.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
+        }
+        let probe: Probe = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
+        if probe.version != POLICY_VERSION {
+            return Err(PolicyError::UnsupportedVersion(probe.version));
+        }
+        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
+        policy.measurement_list()?;
+        Ok(policy)
+    }
+
+    /// The allowed measurements, decoded.
+    pub fn measurement_list(&self) -> Result<Vec<[u8; 48]>, PolicyError> {
+        if self.measurements.is_empty() {
+            return Err(PolicyError::NoMeasurements);
+        }
+        self.measurements
+            .iter()
+            .enumerate()
+            .map(|(index, m)| {
+                hex::decode(m).ok().and_then(|b| <[u8; 48]>::try_from(b).ok()).ok_or(PolicyError::BadMeasurement { index })
+            })
+            .collect()
+    }
+
+    /// Checks a manifest's terms against the owner's `[job]` section.
+    pub fn check_job(&self, manifest: &JobManifest) -> Result<(), TermsViolation> {
+        let terms = self.job.as_ref().ok_or(TermsViolation::NoJobTerms)?;
+        let privacy = &manifest.privacy;
+        // `!(a <= b)` also rejects NaN.
+        if !(privacy.epsilon <= terms.max_epsilon) {
+            return Err(TermsViolation::Epsilon { job: privacy.epsilon, max: terms.max_epsilon });
+        }
+        if !(privacy.delta <= terms.max_delta) {
+            return Err(TermsViolation::Delta { job: privacy.delta, max: terms.max_delta });
+        }
+        let model = hex::encode(manifest.base_model.sha256);
+        if !terms.base_models.iter().any(|m| m.eq_ignore_ascii_case(&model)) {
+            return Err(TermsViolation::BaseModel(model));
+        }
+        for recipient in &manifest.recipients {
+            let recipient = hex::encode(&recipient[..]);
+            if !terms.recipients.iter().any(|r| r.eq_ignore_ascii_case(&recipient)) {
+                return Err(TermsViolation::Recipient(recipient));
+            }
+        }
+        Ok(())
+    }
+}
