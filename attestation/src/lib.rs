@@ -23,3 +23,5 @@ pub mod evidence;
 pub mod manifest;
 pub mod policy;
 pub mod verify;
+pub mod identity;
+pub mod grant;

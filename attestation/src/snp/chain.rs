@@ -37,6 +37,30 @@ const PSS_SHA384_PARAMS: [&[u8]; 2] = [
     &hex!("3034a00f300d06096086480165030402020500a11c301a06092a864886f70d010108300d06096086480165030402020500a203020130"),
     &hex!("3039a00f300d06096086480165030402020500a11c301a06092a864886f70d010108300d06096086480165030402020500a203020130a303020101"),
 ];
+/// The signature algorithm AMD (and the simulated platform) sign
+/// certificates with: RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48.
+pub fn amd_signature_algorithm() -> spki::AlgorithmIdentifierOwned {
+    spki::AlgorithmIdentifierOwned {
+        oid: RSASSA_PSS,
+        parameters: Some(der::Any::from_der(PSS_SHA384_PARAMS[0]).expect("constant DER")),
+    }
+}
+
+/// OIDs of the AMD extensions a VCEK carries, for building simulated ones.
+pub mod oid {
+    use der::asn1::ObjectIdentifier;
+    /// Boot loader SPL.
+    pub const BL_SPL: ObjectIdentifier = super::BL_SPL;
+    /// PSP OS SPL.
+    pub const TEE_SPL: ObjectIdentifier = super::TEE_SPL;
+    /// SNP firmware SPL.
+    pub const SNP_SPL: ObjectIdentifier = super::SNP_SPL;
+    /// Microcode SPL.
+    pub const UCODE_SPL: ObjectIdentifier = super::UCODE_SPL;
+    /// Hardware id (CHIP_ID).
+    pub const HW_ID: ObjectIdentifier = super::HW_ID;
+}
+
 const ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const BL_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.1");

@@ -224,8 +224,12 @@ pub mod offset {
     pub const MEASUREMENT: usize = 0x90;
     /// HOST_DATA.
     pub const HOST_DATA: usize = 0xC0;
+    /// REPORT_ID.
+    pub const REPORT_ID: usize = 0x140;
     /// REPORTED_TCB.
     pub const REPORTED_TCB: usize = 0x180;
+    /// CPUID family, model and stepping (version 3 and later).
+    pub const CPUID_FMS: usize = 0x188;
     /// CHIP_ID.
     pub const CHIP_ID: usize = 0x1A0;
     /// COMMITTED_TCB.

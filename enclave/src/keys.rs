@@ -1,0 +1,33 @@
+//! The enclave's own keys, generated inside it at start and never written
+//! out: an X25519 key that grants are sealed to, and an Ed25519 key that signs
+//! receipts.
+
+use ed25519_dalek::SigningKey;
+use hpke::{Kem, Serializable};
+use sealtune_attestation::evidence::EnclavePublicKeys;
+use sealtune_attestation::grant::GrantKem;
+
+/// The enclave's key pairs. No `Debug` or `Clone`; both private keys zeroize
+/// on drop.
+pub struct EnclaveKeys {
+    kem_private: <GrantKem as Kem>::PrivateKey,
+    kem_public: <GrantKem as Kem>::PublicKey,
+    signing: SigningKey,
+}
+
+impl EnclaveKeys {
+    /// Fresh keys from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let (kem_private, kem_public) = GrantKem::gen_keypair(&mut rand_core::OsRng);
+        EnclaveKeys { kem_private, kem_public, signing: SigningKey::generate(&mut rand_core::OsRng) }
+    }
+
+    /// The public halves, as bound into evidence.
+    pub fn public(&self) -> EnclavePublicKeys {
+        EnclavePublicKeys { kem: self.kem_public.to_bytes().into(), signing: self.signing.verifying_key().to_bytes() }
+    }
+
+    pub(crate) fn kem_private(&self) -> &<GrantKem as Kem>::PrivateKey {
+        &self.kem_private
+    }
+}
