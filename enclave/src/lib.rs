@@ -14,4 +14,5 @@
 
 pub mod key_release;
 pub mod keys;
+pub mod measurement;
 pub mod tee;

@@ -5,6 +5,10 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod failure;
+mod files;
+mod owner;
+mod sim;
+mod vendor;
 
 use clap::{Parser, Subcommand};
 use failure::Outcome;
@@ -18,10 +22,24 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Data owners: keys, challenges and key grants.
+    #[command(subcommand)]
+    Owner(owner::Command),
+    /// Model vendors: job manifests.
+    #[command(subcommand)]
+    Vendor(vendor::Command),
+    /// The simulated SEV-SNP platform for development and tests.
+    #[command(subcommand)]
+    Sim(sim::Command),
+}
 
 fn run(command: Command) -> Outcome {
-    match command {}
+    match command {
+        Command::Owner(c) => owner::run(c),
+        Command::Vendor(c) => vendor::run(c),
+        Command::Sim(c) => sim::run(c),
+    }
 }
 
 fn main() -> ExitCode {
