@@ -154,3 +154,47 @@ impl Policy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+version = 1
+allow_simulated = true
+measurements = ["7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f"]
+
+[min_tcb]
+bootloader = 3
+tee = 0
+snp = 8
+microcode = 115
+
+[job]
+max_epsilon = 8.0
+max_delta = 1e-5
+base_models = []
+recipients = []
+"#;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let p = Policy::from_toml(EXAMPLE).unwrap();
+        assert!(p.allow_simulated && !p.allow_debug);
+        assert_eq!(p.max_vmpl, 0);
+        assert_eq!(p.min_tcb, Some(Tcb { fmc: 0, bootloader: 3, tee: 0, snp: 8, microcode: 115 }));
+        assert_eq!(p.job.unwrap().max_delta, 1e-5);
+    }
+
+    #[test]
+    fn rejects_typos_versions_and_empty_allow_lists() {
+        let typo = EXAMPLE.replace("allow_simulated", "allow_simulation");
+        assert!(matches!(Policy::from_toml(&typo), Err(PolicyError::Syntax(_))));
+        let v2 = EXAMPLE.replace("version = 1", "version = 2");
+        assert!(matches!(Policy::from_toml(&v2), Err(PolicyError::UnsupportedVersion(2))));
+        let empty = EXAMPLE.replace(r#"["7a1e"#, r#"[] # ["7a1e"#);
+        assert!(matches!(Policy::from_toml(&empty), Err(PolicyError::NoMeasurements)));
+        let short = EXAMPLE.replace("841f\"", "\"");
+        assert!(matches!(Policy::from_toml(&short), Err(PolicyError::BadMeasurement { index: 0 })));
+    }
+}
