@@ -4,6 +4,7 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+mod attest;
 mod failure;
 mod files;
 mod owner;
@@ -29,6 +30,9 @@ enum Command {
     /// Model vendors: job manifests.
     #[command(subcommand)]
     Vendor(vendor::Command),
+    /// Verify attestation evidence offline.
+    #[command(subcommand)]
+    Attest(attest::Command),
     /// The simulated SEV-SNP platform for development and tests.
     #[command(subcommand)]
     Sim(sim::Command),
@@ -39,6 +43,7 @@ fn run(command: Command) -> Outcome {
         Command::Owner(c) => owner::run(c),
         Command::Vendor(c) => vendor::run(c),
         Command::Sim(c) => sim::run(c),
+        Command::Attest(c) => attest::run(c),
     }
 }
 

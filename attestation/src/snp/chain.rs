@@ -306,6 +306,27 @@ pub struct VerifiedChain<'a> {
 }
 
 impl CertChain {
+    /// Builds the chain above `endorsement` from a pool of certificates (as
+    /// AMD's key distribution service serves them: ASK and ARK, plus the ASVK
+    /// for VLEKs), matching issuer to subject names. Signatures are checked
+    /// later, by [`CertChain::verify`].
+    pub fn assemble(endorsement: Vec<u8>, pool: &[Vec<u8>]) -> Result<CertChain, ChainError> {
+        let leaf = ParsedCert::parse(CertRole::Endorsement, &endorsement)?;
+        let parsed = pool
+            .iter()
+            .map(|der_bytes| ParsedCert::parse(CertRole::Ask, der_bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let issuer_of = |cert: &ParsedCert<'_>, role: CertRole| {
+            parsed
+                .iter()
+                .position(|c| c.cert.tbs_certificate.subject == cert.cert.tbs_certificate.issuer)
+                .ok_or(ChainError::IssuerMismatch { role })
+        };
+        let ask = issuer_of(&leaf, CertRole::Endorsement)?;
+        let ark = issuer_of(&parsed[ask], CertRole::Ask)?;
+        Ok(CertChain { endorsement: endorsement.clone(), intermediate: pool[ask].clone(), root: pool[ark].clone() })
+    }
+
     /// Checks every signature from the root down and classifies the root.
     pub fn verify(&self) -> Result<VerifiedChain<'_>, ChainError> {
         let ark = ParsedCert::parse(CertRole::Ark, &self.root)?;
