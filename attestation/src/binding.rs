@@ -8,6 +8,22 @@ use sha2::{Digest, Sha512};
 /// Domain tag for evidence that answers a key-release challenge.
 pub const KEY_RELEASE_TAG: &[u8] = b"sealtune/v1/key-release";
 
+/// Domain tag for evidence that vouches for a training receipt.
+pub const RECEIPT_TAG: &[u8] = b"sealtune/v1/receipt";
+
+/// REPORT_DATA for receipt evidence: SHA-512(tag ‖ receipt digest ‖ signing
+/// key ‖ KEM key). The KEM key is bound too so that no byte of the evidence
+/// document is unauthenticated.
+pub fn receipt_report_data(receipt_digest: &[u8; 32], keys: &EnclavePublicKeys) -> [u8; 64] {
+    Sha512::new()
+        .chain_update(RECEIPT_TAG)
+        .chain_update(receipt_digest)
+        .chain_update(keys.signing)
+        .chain_update(keys.kem)
+        .finalize()
+        .into()
+}
+
 /// REPORT_DATA for key-release evidence:
 /// SHA-512(tag ‖ nonce ‖ KEM key ‖ signing key ‖ manifest hash).
 pub fn key_release_report_data(nonce: &[u8; 32], keys: &EnclavePublicKeys, manifest_hash: &[u8; 32]) -> [u8; 64] {

@@ -25,3 +25,4 @@ pub mod policy;
 pub mod verify;
 pub mod identity;
 pub mod grant;
+pub mod receipt;

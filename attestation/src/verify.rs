@@ -206,14 +206,13 @@ pub fn verify_report(evidence: &Evidence, policy: &Policy, at: OffsetDateTime) -
 }
 
 impl VerifiedReport {
-    /// Checks HOST_DATA against the manifest hash, then REPORT_DATA against
-    /// the binding the verifier computed for its own challenge.
-    pub fn bind(
-        self,
-        evidence: &Evidence,
-        manifest_hash: &[u8; 32],
-        expected_report_data: &[u8; 64],
-    ) -> Result<BoundEvidence, VerifyError> {
+    /// Checks HOST_DATA and REPORT_DATA of receipt evidence; returns the claims.
+    pub(crate) fn bind_receipt(self, manifest_hash: &[u8; 32], expected_report_data: &[u8; 64]) -> Result<Claims, VerifyError> {
+        self.check_binding(manifest_hash, expected_report_data)?;
+        Ok(self.claims)
+    }
+
+    fn check_binding(&self, manifest_hash: &[u8; 32], expected_report_data: &[u8; 64]) -> Result<(), VerifyError> {
         if &self.report.host_data != manifest_hash {
             return Err(VerifyError::ManifestMismatch {
                 expected: hex::encode(manifest_hash),
@@ -223,6 +222,18 @@ impl VerifiedReport {
         if &self.report.report_data != expected_report_data {
             return Err(VerifyError::ReportDataMismatch);
         }
+        Ok(())
+    }
+
+    /// Checks HOST_DATA against the manifest hash, then REPORT_DATA against
+    /// the binding the verifier computed for its own challenge.
+    pub fn bind(
+        self,
+        evidence: &Evidence,
+        manifest_hash: &[u8; 32],
+        expected_report_data: &[u8; 64],
+    ) -> Result<BoundEvidence, VerifyError> {
+        self.check_binding(manifest_hash, expected_report_data)?;
         Ok(BoundEvidence {
             claims: self.claims,
             keys: evidence.keys,

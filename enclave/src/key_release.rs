@@ -46,6 +46,11 @@ impl<T: Tee> KeyRelease<T> {
         &self.keys
     }
 
+    /// The platform the enclave runs on.
+    pub fn tee(&self) -> &T {
+        &self.tee
+    }
+
     /// Evidence answering the challenge `nonce`.
     pub fn challenge(&mut self, nonce: &[u8; 32]) -> Result<Evidence, TeeError> {
         let keys = self.keys.public();

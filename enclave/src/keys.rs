@@ -2,7 +2,7 @@
 //! out: an X25519 key that grants are sealed to, and an Ed25519 key that signs
 //! receipts.
 
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signer, SigningKey};
 use hpke::{Kem, Serializable};
 use sealtune_attestation::evidence::EnclavePublicKeys;
 use sealtune_attestation::grant::GrantKem;
@@ -25,6 +25,11 @@ impl EnclaveKeys {
     /// The public halves, as bound into evidence.
     pub fn public(&self) -> EnclavePublicKeys {
         EnclavePublicKeys { kem: self.kem_public.to_bytes().into(), signing: self.signing.verifying_key().to_bytes() }
+    }
+
+    /// Signs `message` with the enclave's Ed25519 key.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.signing.sign(message).to_bytes()
     }
 
     pub(crate) fn kem_private(&self) -> &<GrantKem as Kem>::PrivateKey {

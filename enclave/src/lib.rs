@@ -15,4 +15,5 @@
 pub mod key_release;
 pub mod keys;
 pub mod measurement;
+pub mod receipt;
 pub mod tee;

@@ -27,6 +27,10 @@ pub enum ReportError {
     /// SIGNATURE_ALGO is not ECDSA P-384 with SHA-384.
     #[error("unsupported report signature algorithm {0}")]
     UnsupportedSignatureAlgorithm(u32),
+    /// The unsigned tail of the signature field is not zero. Nothing
+    /// authenticates those bytes, so they must carry nothing.
+    #[error("the reserved bytes after the signature are not zero")]
+    UnsignedBytesNotZero,
     /// KEY_INFO.SIGNING_KEY says the report is unsigned or names an unknown key.
     #[error("report signing key field {0} is neither VCEK (0) nor VLEK (1)")]
     UnknownSigningKey(u32),
@@ -162,6 +166,9 @@ impl SnpReport {
         let signature_algo = u32_at(bytes, 0x34);
         if signature_algo != ECDSA_P384_SHA384 {
             return Err(ReportError::UnsupportedSignatureAlgorithm(signature_algo));
+        }
+        if bytes[SIGNED_LEN + 144..].iter().any(|&b| b != 0) {
+            return Err(ReportError::UnsignedBytesNotZero);
         }
         let key_info = u32_at(bytes, 0x48);
         let signing_key = match (key_info >> 2) & 0b111 {
