@@ -11,3 +11,5 @@
 //! sealed ciphertext it stores; it cannot observe keys or plaintext.
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
+
+pub mod model;
