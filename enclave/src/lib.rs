@@ -15,5 +15,6 @@
 pub mod key_release;
 pub mod keys;
 pub mod measurement;
+pub mod model;
 pub mod receipt;
 pub mod tee;

@@ -1,0 +1,121 @@
+//! Trainable Llama-family decoders with LoRA adapters.
+//!
+//! The base model is frozen: every base linear layer is a [`frozen::FrozenLinear`] whose
+//! backward pass yields only the input gradient. The trainable parameters are LoRA
+//! adapters ([`lora::LoraParams`]); for DP-SGD they can be expanded into per-example
+//! copies ([`lora::PerExampleLora`]) so that one backward pass of the summed per-example
+//! losses yields the gradient of every example separately.
+//!
+//! The decoder is written only with candle ops that have a backward pass: candle-nn's
+//! fused `softmax_last_dim`, `rms_norm` and `rope` kernels have none and would silently
+//! cut the gradient of everything before them.
+//!
+//! Typical use:
+//! ```no_run
+//! # fn main() -> Result<(), sealtune_enclave::model::ModelError> {
+//! use sealtune_enclave::model::{load, decoder::Llama, lora::{LoraConfig, LoraParams}};
+//! use candle_core::{DType, Device};
+//! use rand_chacha::{ChaCha20Rng, rand_core::SeedableRng};
+//!
+//! let ckpt = load::load_checkpoint("models/smollm2.gguf".as_ref(), DType::F32, &Device::Cpu)?;
+//! let model = Llama::load(&ckpt.weights, &ckpt.config)?;
+//! let lora = LoraConfig::new(8, 16.0, &["q_proj", "v_proj"])?;
+//! let params = LoraParams::init(&ckpt.config, lora, &mut ChaCha20Rng::from_entropy(), DType::F32, &Device::Cpu)?;
+//! # let _ = (model, params); Ok(()) }
+//! ```
+
+pub mod config;
+pub mod decoder;
+pub mod export;
+pub mod frozen;
+pub mod generate;
+pub mod load;
+pub mod lora;
+pub mod tokenizer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading, running or exporting a model.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The checkpoint lacks a tensor the architecture needs.
+    #[error("tensor `{name}` is missing from the checkpoint")]
+    MissingTensor {
+        /// The tensor's name as the checkpoint spells it.
+        name: String,
+    },
+    /// A tensor's shape disagrees with the configuration.
+    #[error("tensor `{name}` has shape {found:?}, the configuration implies {expected:?}")]
+    ShapeMismatch {
+        /// The tensor's name.
+        name: String,
+        /// The shape the configuration implies.
+        expected: Vec<usize>,
+        /// The shape found in the file.
+        found: Vec<usize>,
+    },
+    /// The checkpoint is of an architecture this decoder does not implement.
+    #[error("unsupported architecture `{0}` (supported: llama, mistral, qwen2; GGUF: llama)")]
+    UnsupportedArchitecture(String),
+    /// A configuration field is missing, inconsistent or uses an unsupported feature.
+    #[error("bad configuration field `{field}`: {reason}")]
+    BadConfig {
+        /// The field's name (`config.json` key, GGUF metadata key or adapter_config key).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A batch does not fit the model (too long, wrong shape, token out of range).
+    #[error("bad input `{field}`: {reason}")]
+    BadInput {
+        /// Which input.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A trainable tensor received no gradient from the backward pass.
+    #[error("no gradient reached `{name}`")]
+    MissingGradient {
+        /// The tensor's PEFT name.
+        name: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("cannot access `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed.
+    #[error("`{path}` is not valid: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint (names the field).
+        source: serde_json::Error,
+    },
+    /// The tokenizer could not be built or failed on an input.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A tensor operation failed (device, dtype, or a malformed file).
+    #[error("tensor operation: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl ModelError {
+    pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ModelError::BadConfig { field: field.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Io { path: path.into(), source }
+    }
+}
+
+/// Shorthand for results of this module.
+pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,0 +1,87 @@
+//! Tokenizers from `tokenizer.json` or GGUF metadata, and the text records the tools read.
+
+use super::{ModelError, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use serde::Deserialize;
+use std::path::Path;
+use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence};
+use tokenizers::Tokenizer;
+
+/// Reads a Hugging Face `tokenizer.json`.
+pub fn from_json_file(path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))
+}
+
+/// Builds the tokenizer a GGUF file describes, or `None` if it carries no tokenizer.
+///
+/// candle maps unknown pre-tokenizer types, SmolLM's `smollm` among them, to a ByteLevel
+/// pre-tokenizer that adds a prefix space, so every text's first token comes out wrong
+/// ("The" becomes "ĠThe"). For `smollm` this installs the pre-tokenizer of SmolLM's own
+/// `tokenizer.json`: single digits, then ByteLevel without a prefix space.
+pub fn from_gguf(ct: &gguf_file::Content) -> Result<Option<Tokenizer>> {
+    if !ct.metadata.contains_key("tokenizer.ggml.model") {
+        return Ok(None);
+    }
+    let mut tokenizer = Tokenizer::from_gguf(ct).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    if let Some(gguf_file::Value::String(pre)) = ct.metadata.get("tokenizer.ggml.pre") {
+        if pre == "smollm" {
+            tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])));
+        }
+    }
+    Ok(Some(tokenizer))
+}
+
+/// Token ids of `text`, with the special tokens the tokenizer's post-processor adds (BOS).
+pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let encoding = tokenizer.encode(text, true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok(encoding.get_ids().to_vec())
+}
+
+/// The text of `ids`, keeping special tokens out.
+pub fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
+    tokenizer.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+}
+
+/// One chat message of a record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+/// One JSON Lines record: plain text, or a chat as a list of messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TextRecord {
+    /// `{"text": "..."}`
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// `{"messages": [{"role": "user", "content": "..."}, ...]}`
+    Chat {
+        /// The messages in order.
+        messages: Vec<Message>,
+    },
+}
+
+impl TextRecord {
+    /// The text the model is trained or evaluated on. Chats use the ChatML template of
+    /// SmolLM2 and Qwen2 (`<|im_start|>role\ncontent<|im_end|>\n`); GGUF's Jinja chat
+    /// templates are not interpreted.
+    pub fn to_text(&self) -> String {
+        match self {
+            TextRecord::Text { text } => text.clone(),
+            TextRecord::Chat { messages } => messages
+                .iter()
+                .map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content))
+                .collect(),
+        }
+    }
+}
