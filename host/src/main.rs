@@ -5,6 +5,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod failure;
+mod model;
 
 use clap::{Parser, Subcommand};
 use failure::Outcome;
@@ -18,10 +19,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Check base models and LoRA adapters: generate text, measure perplexity.
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
+}
 
 fn run(command: Command) -> Outcome {
-    match command {}
+    match command {
+        Command::Model { command } => model::run(command),
+    }
 }
 
 fn main() -> ExitCode {

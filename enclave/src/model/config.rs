@@ -93,6 +93,9 @@ pub struct LlamaConfig {
     /// Qwen2's switch for the sliding window.
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// End-of-sequence token: one id or a list (the first is used).
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
 }
 
 fn default_rope_theta() -> f64 {
@@ -143,8 +146,15 @@ pub struct Config {
 }
 
 impl LlamaConfig {
+    /// The end-of-sequence token id, if the configuration names one.
+    pub fn eos_token(&self) -> Option<u32> {
+        let v = self.eos_token_id.as_ref()?;
+        let first = v.as_array().map_or(Some(v), |a| a.first())?;
+        first.as_u64().and_then(|id| u32::try_from(id).ok())
+    }
+
     /// Checks the fields and resolves defaults.
-    pub fn resolve(self) -> Result<Config> {
+    pub fn resolve(&self) -> Result<Config> {
         let architecture = Architecture::from_model_type(&self.model_type)?;
         if self.hidden_act != "silu" {
             return Err(ModelError::config("hidden_act", format!("`{}` is not implemented, only `silu`", self.hidden_act)));
