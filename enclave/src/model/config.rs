@@ -241,11 +241,11 @@ impl Config {
         if self.head_dim % 2 != 0 {
             return Err(ModelError::config("head_dim", format!("{} is odd; RoPE rotates pairs", self.head_dim)));
         }
-        if !(self.rms_norm_eps > 0.0) {
-            return Err(ModelError::config("rms_norm_eps", "must be positive"));
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(ModelError::config("rms_norm_eps", "must be a positive number"));
         }
-        if !(self.rope_theta > 0.0) {
-            return Err(ModelError::config("rope_theta", "must be positive"));
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(ModelError::config("rope_theta", "must be a positive number"));
         }
         // Qwen2 and Mistral configs cannot express these combinations.
         if self.architecture != Architecture::Llama && (self.o_bias || self.mlp_bias) {

@@ -48,11 +48,6 @@ impl Weights {
             }),
         }
     }
-
-    /// Whether a tensor of that name is present.
-    pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
 }
 
 /// A loaded base model: configuration, weights and (when the source has one) tokenizer.
