@@ -314,6 +314,15 @@ fn every_lora_tensor_gets_a_nonzero_gradient() {
         assert!(max_abs(g) > 0.0, "zero gradient for {}", t.name);
     }
 
+    // At PEFT's initialisation B = 0, so exactly dL/dA = 0 and only B learns in the first
+    // step (the DP engine's "every tensor changed" check must expect noise-only A updates).
+    let fresh = LoraParams::init(&cfg, params.config().clone(), &mut ChaCha20Rng::seed_from_u64(7), DType::F32, &Device::Cpu).unwrap();
+    let grads = model.per_example_nll(&batch, Adapters::Shared(&fresh)).unwrap().sum_all().unwrap().backward().unwrap();
+    for t in fresh.tensors() {
+        let g = max_abs(grads.get(t.var.as_tensor()).unwrap());
+        assert_eq!(g == 0.0, t.name.contains("lora_A"), "{}: max |grad| {g}", t.name);
+    }
+
     let copies = params.per_example(3).unwrap();
     let grads = model.per_example_nll(&batch, Adapters::PerExample(&copies)).unwrap().sum_all().unwrap().backward().unwrap();
     for (t, g) in params.tensors().iter().zip(copies.gradients(&grads).unwrap()) {
@@ -575,4 +584,23 @@ fn smollm2_gguf_tokenises_and_answers_paris() {
     assert!((p - 0.773).abs() < 0.01, "P(' Paris') = {p}");
     let out = super::generate::generate(&model, Adapters::None, &ids, 8, 0.0, ckpt.eos_token_id, &mut ChaCha20Rng::seed_from_u64(0)).unwrap();
     assert!(super::tokenizer::decode(tok, &out).unwrap().starts_with(" Paris"));
+
+    // Export at the real shapes: a small random adapter on q and v, its PEFT directory
+    // and the merged checkpoint (tied embeddings, tokenizer.json) give the same logits.
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let params = LoraParams::init(&ckpt.config, LoraConfig::new(8, 16.0, &["q", "v"]).unwrap(), &mut rng, DType::F32, &Device::Cpu).unwrap();
+    for t in params.tensors().iter().filter(|t| t.name.contains("lora_B")) {
+        t.var.set(&uniform(&mut rng, t.var.dims(), -0.02, 0.02).to_dtype(DType::F32).unwrap()).unwrap();
+    }
+    let dir = std::env::temp_dir().join("sealtune-smollm2-export");
+    save_adapter(&params, "HuggingFaceTB/SmolLM2-135M-Instruct", &dir.join("adapter")).unwrap();
+    save_merged(&model, &params, Some(tok), &dir.join("merged")).unwrap();
+    let adapter = load_adapter(&dir.join("adapter"), &ckpt.config, DType::F32, &Device::Cpu).unwrap();
+    let merged = load_hf_dir(&dir.join("merged"), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(super::tokenizer::encode(merged.tokenizer.as_ref().unwrap(), "The capital of France is").unwrap(), ids);
+    let with_adapter = model.logits(&input, Adapters::Shared(&adapter)).unwrap();
+    let merged_logits = Llama::load(&merged.weights, &merged.config).unwrap().logits(&input, Adapters::None).unwrap();
+    let diff = max_abs_diff(&with_adapter, &merged_logits);
+    assert!(diff < 1e-3, "merged logits differ by {diff}");
+    assert!(max_abs_diff(&with_adapter, &model.logits(&input, Adapters::None).unwrap()) > 1e-3);
 }
