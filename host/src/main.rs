@@ -7,6 +7,7 @@
 mod attest;
 mod failure;
 mod files;
+mod model;
 mod owner;
 mod sim;
 mod vendor;
@@ -36,6 +37,11 @@ enum Command {
     /// The simulated SEV-SNP platform for development and tests.
     #[command(subcommand)]
     Sim(sim::Command),
+    /// Check base models and LoRA adapters: generate text, measure perplexity.
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
 }
 
 fn run(command: Command) -> Outcome {
@@ -44,6 +50,7 @@ fn run(command: Command) -> Outcome {
         Command::Vendor(c) => vendor::run(c),
         Command::Sim(c) => sim::run(c),
         Command::Attest(c) => attest::run(c),
+        Command::Model { command } => model::run(command),
     }
 }
 

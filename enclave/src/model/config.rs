@@ -93,6 +93,9 @@ pub struct LlamaConfig {
     /// Qwen2's switch for the sliding window.
     #[serde(default)]
     pub use_sliding_window: bool,
+    /// End-of-sequence token: one id or a list (the first is used).
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
 }
 
 fn default_rope_theta() -> f64 {
@@ -143,8 +146,15 @@ pub struct Config {
 }
 
 impl LlamaConfig {
+    /// The end-of-sequence token id, if the configuration names one.
+    pub fn eos_token(&self) -> Option<u32> {
+        let v = self.eos_token_id.as_ref()?;
+        let first = v.as_array().map_or(Some(v), |a| a.first())?;
+        first.as_u64().and_then(|id| u32::try_from(id).ok())
+    }
+
     /// Checks the fields and resolves defaults.
-    pub fn resolve(self) -> Result<Config> {
+    pub fn resolve(&self) -> Result<Config> {
         let architecture = Architecture::from_model_type(&self.model_type)?;
         if self.hidden_act != "silu" {
             return Err(ModelError::config("hidden_act", format!("`{}` is not implemented, only `silu`", self.hidden_act)));
@@ -231,11 +241,11 @@ impl Config {
         if self.head_dim % 2 != 0 {
             return Err(ModelError::config("head_dim", format!("{} is odd; RoPE rotates pairs", self.head_dim)));
         }
-        if !(self.rms_norm_eps > 0.0) {
-            return Err(ModelError::config("rms_norm_eps", "must be positive"));
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(ModelError::config("rms_norm_eps", "must be a positive number"));
         }
-        if !(self.rope_theta > 0.0) {
-            return Err(ModelError::config("rope_theta", "must be positive"));
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(ModelError::config("rope_theta", "must be a positive number"));
         }
         // Qwen2 and Mistral configs cannot express these combinations.
         if self.architecture != Architecture::Llama && (self.o_bias || self.mlp_bias) {

@@ -48,11 +48,6 @@ impl Weights {
             }),
         }
     }
-
-    /// Whether a tensor of that name is present.
-    pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
 }
 
 /// A loaded base model: configuration, weights and (when the source has one) tokenizer.
@@ -64,6 +59,8 @@ pub struct Checkpoint {
     pub weights: Weights,
     /// The tokenizer, if the checkpoint carries one.
     pub tokenizer: Option<Tokenizer>,
+    /// The end-of-sequence token, if the checkpoint names one.
+    pub eos_token_id: Option<u32>,
 }
 
 /// Loads a directory as a Hugging Face checkpoint and any other path as a GGUF file.
@@ -91,7 +88,8 @@ struct ShardIndex {
 /// Loads `config.json`, the safetensors (sharded through `model.safetensors.index.json`,
 /// or every `*.safetensors` file) and `tokenizer.json` if present.
 pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Checkpoint> {
-    let config = read_json::<LlamaConfig>(&dir.join("config.json"))?.resolve()?;
+    let hf_config = read_json::<LlamaConfig>(&dir.join("config.json"))?;
+    let config = hf_config.resolve()?;
     let index_path = dir.join("model.safetensors.index.json");
     let index = if index_path.exists() { Some(read_json::<ShardIndex>(&index_path)?) } else { None };
     let files: BTreeSet<String> = match &index {
@@ -127,7 +125,7 @@ pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Checkpoi
     }
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.exists() { Some(tokenizer::from_json_file(&tokenizer_path)?) } else { None };
-    Ok(Checkpoint { config, weights: Weights { tensors }, tokenizer })
+    Ok(Checkpoint { config, weights: Weights { tensors }, tokenizer, eos_token_id: hf_config.eos_token() })
 }
 
 fn meta<'a>(ct: &'a gguf_file::Content, key: &str) -> Option<&'a gguf_file::Value> {
@@ -271,5 +269,6 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Checkpoin
         tensors.insert(hf, t.to_dtype(dtype)?.to_device(device)?);
     }
     let tokenizer = tokenizer::from_gguf(&ct)?;
-    Ok(Checkpoint { config, weights: Weights { tensors }, tokenizer })
+    let eos_token_id = meta_usize(&ct, "tokenizer.ggml.eos_token_id")?.and_then(|id| u32::try_from(id).ok());
+    Ok(Checkpoint { config, weights: Weights { tensors }, tokenizer, eos_token_id })
 }
