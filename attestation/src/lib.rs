@@ -26,3 +26,4 @@ pub mod verify;
 pub mod identity;
 pub mod grant;
 pub mod receipt;
+pub mod sealed;
