@@ -12,6 +12,7 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod corpus;
 pub mod key_release;
 pub mod keys;
 pub mod measurement;

@@ -2,4 +2,38 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
-fn main() {}
+mod key_release_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "sealtune-enclave", version, about = "The sealtune enclave program")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print this build's launch measurement on the simulated platform (hex).
+    Measurement,
+    /// File-based key release: answer challenges, accept grants, open the corpora in memory.
+    KeyRelease(key_release_cmd::Args),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Measurement => sealtune_enclave::measurement::own_measurement()
+            .map(|m| println!("{}", hex::encode(m)))
+            .map_err(|e| format!("cannot measure this executable: {e}")),
+        Command::KeyRelease(args) => key_release_cmd::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -14,9 +14,31 @@ pub(crate) enum Access {
     Private,
 }
 
+impl Access {
+    fn mode(self) -> u32 {
+        match self {
+            Access::Public => 0o644,
+            Access::Private => 0o600,
+        }
+    }
+}
+
 /// Atomically writes `bytes` to `path`; an existing file is replaced only
 /// when the new one is complete.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], access: Access) -> Result<(), Failure> {
+    write_streamed(path, access, |file| {
+        file.write_all(bytes).map_err(|e| Failure::input(format!("cannot write {}: {e}", path.display())))
+    })
+}
+
+/// Streams into a temporary file beside `path` and renames it to `path`
+/// only if `fill` succeeds: a failure (bad input line, tampered chunk)
+/// leaves no output file.
+pub(crate) fn write_streamed<T>(
+    path: &Path,
+    access: Access,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<T, Failure>,
+) -> Result<T, Failure> {
     use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -24,15 +46,11 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], access: Access) -> Result<
     };
     let fail = |e: std::io::Error| Failure::input(format!("cannot write {}: {e}", path.display()));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    let mode = match access {
-        Access::Public => 0o644,
-        Access::Private => 0o600,
-    };
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(access.mode())).map_err(fail)?;
+    let value = fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all().map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
+    Ok(value)
 }
 
 /// Reads a whole file, naming it in the error.

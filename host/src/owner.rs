@@ -1,10 +1,19 @@
 //! `sealtune owner`: what a data owner runs on their own machine.
 
 use crate::failure::{Failure, Outcome};
-use crate::files::{self, Access};
+use crate::files::{self, parse_hex, Access};
 use clap::Subcommand;
+use sealtune_attestation::binding::key_release_report_data;
+use sealtune_attestation::evidence::Evidence;
+use sealtune_attestation::grant::make_grant;
 use sealtune_attestation::identity::IdentityKey;
-use std::path::PathBuf;
+use sealtune_attestation::manifest::JobManifest;
+use sealtune_attestation::policy::Policy;
+use sealtune_attestation::sealed::{self, record::validate_jsonl, DataKey, Header, SealOptions, SealedError};
+use sealtune_attestation::verify::verify_report;
+use sha2::{Digest, Sha256};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
@@ -16,6 +25,70 @@ pub(crate) enum Command {
     },
     /// Print a fresh random challenge nonce (hex) for an enclave to answer.
     Challenge,
+    /// Seal a JSONL corpus; prints the dataset commitment (SHA-256 of the sealed file).
+    Seal {
+        /// The corpus: one JSON record per line with `text` or `messages` (and optionally `user_id`).
+        corpus: PathBuf,
+        /// Where to write the sealed file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write a new random DEK here (mode 0600).
+        #[arg(long, conflicts_with = "dek", required_unless_present = "dek")]
+        dek_out: Option<PathBuf>,
+        /// Reuse an existing DEK.
+        #[arg(long)]
+        dek: Option<PathBuf>,
+        /// The dataset's name in the header (default: the corpus file name).
+        #[arg(long)]
+        dataset_id: Option<String>,
+    },
+    /// Decrypt your own sealed file (written only if every chunk authenticates).
+    Open {
+        /// The sealed file.
+        sealed: PathBuf,
+        /// The DEK it was sealed with.
+        #[arg(long)]
+        dek: PathBuf,
+        /// Where to write the plaintext.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a sealed file's header and commitment (no key needed).
+    Inspect {
+        /// The sealed file.
+        sealed: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify an enclave's evidence against your policy and the job, then
+    /// seal your DEK to it in a signed grant.
+    Grant {
+        /// The enclave's evidence (CBOR), answering your challenge.
+        #[arg(long)]
+        evidence: PathBuf,
+        /// The challenge nonce you issued (hex).
+        #[arg(long)]
+        nonce: String,
+        /// Your policy (TOML) with a [job] section.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The job manifest (CBOR) the enclave runs.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The DEK to release.
+        #[arg(long)]
+        dek: PathBuf,
+        /// The sealed file the DEK opens (names the dataset by its commitment).
+        #[arg(long)]
+        sealed: PathBuf,
+        /// Your identity key (signs the grant).
+        #[arg(long)]
+        identity: PathBuf,
+        /// Where to write the grant.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub(crate) fn run(command: Command) -> Outcome {
@@ -35,7 +108,113 @@ pub(crate) fn run(command: Command) -> Outcome {
             println!("{}", hex::encode(nonce));
             Ok(())
         }
+        Command::Seal { corpus, out, dek_out, dek, dataset_id } => seal(&corpus, &out, dek_out.as_deref(), dek.as_deref(), dataset_id),
+        Command::Open { sealed, dek, out } => open(&sealed, &dek, &out),
+        Command::Inspect { sealed, json } => inspect(&sealed, json),
+        Command::Grant { evidence, nonce, policy, manifest, dek, sealed, identity, out } => {
+            grant(&evidence, &nonce, &policy, &manifest, &dek, &sealed, &identity, &out)
+        }
     }
+}
+
+fn sealed_failure(path: &Path, e: SealedError) -> Failure {
+    match e {
+        SealedError::Io(_) | SealedError::BadRecord { .. } | SealedError::BadKeyFile | SealedError::NotSealed => {
+            Failure::input(format!("{}: {e}", path.display()))
+        }
+        _ => Failure::rejected(format!("{}: {e}", path.display())),
+    }
+}
+
+fn open_file(path: &Path) -> Result<std::fs::File, Failure> {
+    std::fs::File::open(path).map_err(|e| Failure::input(format!("cannot read {}: {e}", path.display())))
+}
+
+fn read_dek(path: &Path) -> Result<DataKey, Failure> {
+    let text = zeroize::Zeroizing::new(files::read_text(path)?);
+    DataKey::from_file(&text).map_err(|e| sealed_failure(path, e))
+}
+
+fn seal(corpus: &Path, out: &Path, dek_out: Option<&Path>, dek: Option<&Path>, dataset_id: Option<String>) -> Outcome {
+    // First pass: refuse garbage before anything is written.
+    let records = validate_jsonl(BufReader::new(open_file(corpus)?)).map_err(|e| sealed_failure(corpus, e))?;
+    let key = match dek {
+        Some(path) => read_dek(path)?,
+        None => DataKey::generate(),
+    };
+    let options = SealOptions {
+        dataset_id: dataset_id.unwrap_or_else(|| corpus.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+        content_type: "jsonl".into(),
+        chunk_size: sealed::CHUNK_SIZE,
+        created: time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    let commitment = files::write_streamed(out, Access::Public, |w| {
+        sealed::seal(BufReader::new(open_file(corpus)?), BufWriter::new(w), &key, &options).map_err(|e| sealed_failure(corpus, e))
+    })?;
+    if let Some(path) = dek_out {
+        files::write_atomic(path, key.to_file().as_bytes(), Access::Private)?;
+    }
+    eprintln!("sealed {records} records");
+    println!("{}", hex::encode(commitment));
+    Ok(())
+}
+
+fn open(sealed_path: &Path, dek: &Path, out: &Path) -> Outcome {
+    let key = read_dek(dek)?;
+    files::write_streamed(out, Access::Private, |w| {
+        let mut w = BufWriter::new(w);
+        sealed::open(BufReader::new(open_file(sealed_path)?), &mut w, &key).map_err(|e| sealed_failure(sealed_path, e))?;
+        w.flush().map_err(|e| Failure::input(format!("cannot write {}: {e}", out.display())))
+    })
+}
+
+fn inspect(sealed_path: &Path, json: bool) -> Outcome {
+    let mut file = BufReader::new(open_file(sealed_path)?);
+    let (header, _, _) = Header::read_from(&mut file).map_err(|e| sealed_failure(sealed_path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut open_file(sealed_path)?, &mut hasher).map_err(|e| Failure::input(format!("cannot read {}: {e}", sealed_path.display())))?;
+    let commitment = hex::encode(hasher.finalize());
+    if json {
+        let value = serde_json::json!({
+            "version": header.version,
+            "dataset_id": header.dataset_id,
+            "content_type": header.content_type,
+            "chunk_size": header.chunk_size,
+            "created": header.created,
+            "commitment": commitment,
+        });
+        println!("{value}");
+    } else {
+        println!("sealed corpus v{}  dataset {}  content {}  chunk {} B  created {}", header.version, header.dataset_id, header.content_type, header.chunk_size, header.created);
+        println!("commitment {commitment}");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)] // one per command-line flag
+fn grant(evidence: &Path, nonce: &str, policy: &Path, manifest: &Path, dek: &Path, sealed_path: &Path, identity: &Path, out: &Path) -> Outcome {
+    let nonce: [u8; 32] = parse_hex("--nonce", nonce)?;
+    let evidence = Evidence::from_cbor(&files::read(evidence)?).map_err(|e| Failure::input(format!("{}: {e}", evidence.display())))?;
+    let policy = Policy::from_toml(&files::read_text(policy)?).map_err(|e| Failure::input(format!("{}: {e}", policy.display())))?;
+    let manifest = JobManifest::from_cbor(&files::read(manifest)?).map_err(|e| Failure::input(format!("{}: {e}", manifest.display())))?;
+    let key = read_dek(dek)?;
+    let identity = read_identity(identity)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut open_file(sealed_path)?, &mut hasher).map_err(|e| Failure::input(format!("cannot read {}: {e}", sealed_path.display())))?;
+    let dataset: [u8; 32] = hasher.finalize().into();
+
+    let manifest_hash = manifest.hash();
+    let expected = key_release_report_data(&nonce, &evidence.keys, &manifest_hash);
+    let bound = verify_report(&evidence, &policy, time::OffsetDateTime::now_utc())
+        .and_then(|v| v.bind(&evidence, &manifest_hash, &expected))
+        .map_err(|e| Failure::rejected(format!("evidence refused: {e}")))?;
+    if bound.claims.simulated {
+        eprintln!("WARNING: releasing a key to a SIMULATED enclave (allowed by this policy): it offers no confidentiality");
+    }
+    let grant = make_grant(&bound, &manifest, &policy, &dataset, key.expose(), &identity).map_err(|e| Failure::rejected(format!("grant refused: {e}")))?;
+    files::write_atomic(out, &grant, Access::Public)?;
+    println!("granted dataset {} to enclave key {}", hex::encode(dataset), hex::encode(bound.keys.kem));
+    Ok(())
 }
 
 /// Reads an identity key file.
