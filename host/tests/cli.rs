@@ -1,0 +1,187 @@
+//! The `sealtune` CLI as users run it: exit codes, messages, and files that
+//! must never be left half-written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sealtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sealtune")).args(args).output().unwrap()
+}
+
+/// `sealtune-enclave` is built beside `sealtune` by the workspace build
+/// (`scripts/test.sh` runs `cargo build --workspace --bins` first).
+fn enclave_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_sealtune")).with_file_name("sealtune-enclave");
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` (scripts/test.sh does)", path.display());
+    path
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+const CORPUS: &str = "{\"text\":\"MARKER-alpha patient note\"}\n{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"user_id\":\"u7\"}\n";
+
+fn seal_corpus(dir: &Path, corpus: &str) -> (PathBuf, PathBuf, Output) {
+    let plain = dir.join("c.jsonl");
+    std::fs::write(&plain, corpus).unwrap();
+    let (sealed, dek) = (dir.join("c.sealed"), dir.join("c.dek"));
+    let out = sealtune(&["owner", "seal", p(&plain), "--out", p(&sealed), "--dek-out", p(&dek)]);
+    (sealed, dek, out)
+}
+
+#[test]
+fn seal_then_open_round_trips_and_keys_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (sealed, dek, out) = seal_corpus(dir.path(), CORPUS);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let commitment = stdout(&out);
+    assert_eq!(commitment.len(), 64);
+    assert_eq!(std::fs::metadata(&dek).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!std::fs::read_to_string(&dek).unwrap().is_empty() && !stderr(&out).contains(&std::fs::read_to_string(&dek).unwrap()[16..]));
+
+    let plain = dir.path().join("back.jsonl");
+    let out = sealtune(&["owner", "open", p(&sealed), "--dek", p(&dek), "--out", p(&plain)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), CORPUS);
+
+    let out = sealtune(&["owner", "inspect", p(&sealed), "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["commitment"], commitment.as_str());
+    assert_eq!(json["version"], 1);
+}
+
+#[test]
+fn a_bad_line_is_reported_by_number_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sealed, dek, out) = seal_corpus(dir.path(), "{\"text\":\"ok\"}\n{\"text\":\"ok\"}\n{\"text\": 5}\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+    assert!(!sealed.exists() && !dek.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary file was left behind");
+}
+
+#[test]
+fn tampered_truncated_or_wrongly_keyed_input_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sealed, dek, out) = seal_corpus(dir.path(), &"{\"text\":\"0123456789\"}\n".repeat(10_000));
+    assert!(out.status.success());
+    let bytes = std::fs::read(&sealed).unwrap();
+    let plain = dir.path().join("out.jsonl");
+
+    // 230 000 bytes of plaintext: chunks 0..=2 full (65 536 + 16 bytes), chunk 3 final.
+    let start = 12 + u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize + 32;
+    let full = 65536 + 16;
+    let mut flipped = bytes.clone();
+    flipped[start + full + 10] ^= 1;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("tampered", flipped, "tampered chunk 1"),
+        ("cut inside the final chunk", bytes[..bytes.len() - 1000].to_vec(), "tampered chunk 3"),
+        ("cut at a chunk boundary", bytes[..start + 2 * full].to_vec(), "truncated after chunk 1"),
+        ("not sealed", b"{\"text\":\"x\"}\n".to_vec(), "not a sealed corpus"),
+    ];
+    for (name, input, message) in cases {
+        let bad = dir.path().join("bad.sealed");
+        std::fs::write(&bad, &input).unwrap();
+        let out = sealtune(&["owner", "open", p(&bad), "--dek", p(&dek), "--out", p(&plain)]);
+        assert!(!out.status.success(), "{name}");
+        assert!(stderr(&out).contains(message), "{name}: {}", stderr(&out));
+        assert!(!plain.exists(), "{name}: output written");
+    }
+    let other_dek = dir.path().join("other.dek");
+    std::fs::write(&other_dek, "sealtune-dek-v1:".to_string() + &"ab".repeat(32) + "\n").unwrap();
+    let out = sealtune(&["owner", "open", p(&sealed), "--dek", p(&other_dek), "--out", p(&plain)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
+    assert!(!plain.exists());
+}
+
+#[test]
+fn invalid_job_terms_exit_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.bin");
+    std::fs::write(&model, b"m").unwrap();
+    let key = "ab".repeat(32);
+    let out = sealtune(&[
+        "vendor", "job", "--model", p(&model), "--dataset", &format!("{key}:{key}"), "--recipient", &key,
+        "--epsilon", "8", "--delta", "1.5", "--sampling-rate", "0.01", "--expected-batch", "4", "--max-steps", "10",
+        "--out", p(&dir.path().join("job.cbor")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("privacy.delta"), "{}", stderr(&out));
+    assert!(!dir.path().join("job.cbor").exists());
+}
+
+/// Issue acceptance: sim init → enclave evidence → owner grant → the enclave
+/// opens the corpus, and its SHA-256 equals the owner's plaintext's.
+#[test]
+fn the_trust_core_flow_over_the_cli() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(sealtune(&["sim", "init", "--out", p(&d.join("sim"))]).status.success());
+    let owner = stdout(&sealtune(&["owner", "keygen", "--out", p(&d.join("owner.key"))]));
+    let vendor = stdout(&sealtune(&["owner", "keygen", "--out", p(&d.join("vendor.key"))]));
+    let (sealed, dek, out) = seal_corpus(d, CORPUS);
+    let commitment = stdout(&out);
+    let model = d.join("model.bin");
+    std::fs::write(&model, b"model").unwrap();
+    let out = sealtune(&[
+        "vendor", "job", "--model", p(&model), "--dataset", &format!("{commitment}:{owner}"), "--recipient", &vendor,
+        "--epsilon", "4", "--delta", "1e-5", "--sampling-rate", "0.5", "--expected-batch", "1", "--max-steps", "10",
+        "--out", p(&d.join("job.cbor")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let measurement = stdout(&Command::new(enclave_bin()).arg("measurement").output().unwrap());
+    let policy = format!(
+        "version = 1\nallow_simulated = true\nmeasurements = [\"{measurement}\"]\n[job]\nmax_epsilon = 8.0\nmax_delta = 1e-5\nbase_models = [\"{}\"]\nrecipients = [\"{vendor}\"]\n",
+        hex::encode(Sha256::digest(b"model"))
+    );
+    std::fs::write(d.join("owner.toml"), policy).unwrap();
+    let nonce = stdout(&sealtune(&["owner", "challenge"]));
+
+    let evidence = d.join("evidence.cbor");
+    let grant = d.join("grant.cbor");
+    let enclave = Command::new(enclave_bin())
+        .args(["key-release", "--manifest", p(&d.join("job.cbor")), "--sim-platform", p(&d.join("sim"))])
+        .arg("--challenge").arg(format!("{nonce}={}", p(&evidence)))
+        .arg("--grant").arg(format!("{}={}", p(&grant), p(&sealed)))
+        .args(["--timeout-secs", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if evidence.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A wrong nonce is refused, and no grant is written.
+    let wrong = "00".repeat(32);
+    let refused = sealtune(&[
+        "owner", "grant", "--evidence", p(&evidence), "--nonce", &wrong, "--policy", p(&d.join("owner.toml")),
+        "--manifest", p(&d.join("job.cbor")), "--dek", p(&dek), "--sealed", p(&sealed), "--identity", p(&d.join("owner.key")), "--out", p(&grant),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("REPORT_DATA"), "{}", stderr(&refused));
+    assert!(!grant.exists());
+
+    let out = sealtune(&[
+        "owner", "grant", "--evidence", p(&evidence), "--nonce", &nonce, "--policy", p(&d.join("owner.toml")),
+        "--manifest", p(&d.join("job.cbor")), "--dek", p(&dek), "--sealed", p(&sealed), "--identity", p(&d.join("owner.key")), "--out", p(&grant),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let enclave = enclave.wait_with_output().unwrap();
+    assert!(enclave.status.success(), "{}", stderr(&enclave));
+    let expected = hex::encode(Sha256::digest(CORPUS.as_bytes()));
+    assert!(stdout(&enclave).contains(&format!("2 records, plaintext sha256 {expected}")), "{}", stdout(&enclave));
+}
