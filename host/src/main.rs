@@ -5,6 +5,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod attest;
+mod dp;
 mod failure;
 mod files;
 mod model;
@@ -31,6 +32,9 @@ enum Command {
     /// Model vendors: job manifests.
     #[command(subcommand)]
     Vendor(vendor::Command),
+    /// The privacy accountant: ε of a DP-SGD run, or the noise a target ε needs.
+    #[command(subcommand)]
+    Dp(dp::Command),
     /// Verify attestation evidence offline.
     #[command(subcommand)]
     Attest(attest::Command),
@@ -50,6 +54,7 @@ fn run(command: Command) -> Outcome {
         Command::Vendor(c) => vendor::run(c),
         Command::Sim(c) => sim::run(c),
         Command::Attest(c) => attest::run(c),
+        Command::Dp(c) => dp::run(c),
         Command::Model { command } => model::run(command),
     }
 }

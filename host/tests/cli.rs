@@ -185,3 +185,39 @@ fn the_trust_core_flow_over_the_cli() {
     let expected = hex::encode(Sha256::digest(CORPUS.as_bytes()));
     assert!(stdout(&enclave).contains(&format!("2 records, plaintext sha256 {expected}")), "{}", stdout(&enclave));
 }
+
+#[test]
+fn dp_epsilon_and_calibrate_print_the_documented_json() {
+    let out = sealtune(&["dp", "epsilon", "--sampling-rate", "0.01", "--noise-multiplier", "1.1", "--steps", "100", "--delta", "1e-5", "--accountant", "rdp", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("{\"accountant\":\"rdp\",\"q\":0.01,\"sigma\":1.1,\"steps\":100,\"delta\":"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let eps = v["epsilon"].as_f64().unwrap();
+    assert!(eps > 0.0 && eps.is_finite());
+
+    let out = sealtune(&["dp", "calibrate", "--sampling-rate", "0.01", "--steps", "100", "--delta", "1e-5", "--epsilon", &eps.to_string(), "--accountant", "rdp", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!((v["sigma"].as_f64().unwrap() / 1.1 - 1.0).abs() < 1e-3, "{v}");
+    assert_eq!(v["accountant"], "rdp");
+}
+
+#[test]
+fn dp_rejects_invalid_arguments_with_exit_2_naming_them() {
+    for (args, flag) in [
+        (["--sampling-rate", "0", "--noise-multiplier", "1", "--steps", "10", "--delta", "1e-5"], "--sampling-rate"),
+        (["--sampling-rate", "0.1", "--noise-multiplier", "-1", "--steps", "10", "--delta", "1e-5"], "--noise-multiplier"),
+        (["--sampling-rate", "0.1", "--noise-multiplier", "1", "--steps", "0", "--delta", "1e-5"], "--steps"),
+        (["--sampling-rate", "0.1", "--noise-multiplier", "1", "--steps", "10", "--delta", "1"], "--delta"),
+    ] {
+        let mut all = vec!["dp", "epsilon"];
+        all.extend(args);
+        let out = sealtune(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(flag), "{args:?}: {}", stderr(&out));
+    }
+    let out = sealtune(&["dp", "calibrate", "--sampling-rate", "0.1", "--steps", "10", "--delta", "1e-5", "--epsilon", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--epsilon"));
+}
