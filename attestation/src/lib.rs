@@ -27,3 +27,4 @@ pub mod identity;
 pub mod grant;
 pub mod receipt;
 pub mod sealed;
+pub mod protocol;
