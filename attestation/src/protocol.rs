@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 /// The enclave protocol version; the first message of a session carries it.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The DNS name in the enclave's self-signed certificate, and the name
+/// clients connect to. It identifies nothing: the attested key does.
+pub const TLS_SERVER_NAME: &str = "sealtune-enclave";
+
 /// Largest frame a client may send the enclave. Requests are a few hundred
 /// bytes (a grant is the largest); the low limit bounds what an unattested
 /// peer can make the enclave buffer.
