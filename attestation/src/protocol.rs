@@ -306,6 +306,18 @@ impl Response {
     }
 }
 
+impl StoreResponse {
+    /// The message name, for errors about unexpected answers.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StoreResponse::Stored { .. } => "stored",
+            StoreResponse::Found { .. } => "found",
+            StoreResponse::NotFound => "not_found",
+            StoreResponse::Refused { .. } => "refused",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +347,14 @@ mod tests {
         for r in &responses {
             assert_eq!(cbor::variant_of(&r.to_cbor()).unwrap(), r.name());
             assert!(Response::NAMES.contains(&r.name()));
+        }
+        for r in [
+            StoreResponse::Stored { digest: [0; 32] },
+            StoreResponse::Found { size: 0 },
+            StoreResponse::NotFound,
+            StoreResponse::Refused { reason: String::new() },
+        ] {
+            assert_eq!(cbor::variant_of(&r.to_cbor()).unwrap(), r.name());
         }
         for p in [Phase::AwaitingGrants, Phase::Loading, Phase::Training, Phase::Finished, Phase::Failed] {
             assert_eq!(cbor::to_vec(&p), cbor::to_vec(&p.name()));

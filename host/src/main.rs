@@ -7,6 +7,7 @@
 mod attest;
 mod failure;
 mod files;
+mod host_cmd;
 mod model;
 mod owner;
 mod sim;
@@ -31,6 +32,9 @@ enum Command {
     /// Model vendors: job manifests.
     #[command(subcommand)]
     Vendor(vendor::Command),
+    /// Operators: the blob store, and launching and relaying to the enclave.
+    #[command(subcommand)]
+    Host(host_cmd::Command),
     /// Verify attestation evidence offline.
     #[command(subcommand)]
     Attest(attest::Command),
@@ -50,6 +54,7 @@ fn run(command: Command) -> Outcome {
         Command::Vendor(c) => vendor::run(c),
         Command::Sim(c) => sim::run(c),
         Command::Attest(c) => attest::run(c),
+        Command::Host(c) => host_cmd::run(c),
         Command::Model { command } => model::run(command),
     }
 }

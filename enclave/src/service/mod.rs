@@ -10,11 +10,13 @@
 //!
 //! The training pipeline drives the job through a [`ServiceHandle`]: it waits
 //! for every grant the manifest requires, reports progress, and publishes the
-//! outputs and the receipt.
+//! outputs and the receipt. It pulls sealed corpora and the base model from
+//! the host's store with [`blobs::fetch_blob`], which checks their SHA-256.
 //!
 //! What the untrusted host observes: TLS records (their sizes and timing)
 //! and connection attempts. Nothing is logged that depends on private data.
 
+pub mod blobs;
 pub mod session;
 pub mod tls;
 
