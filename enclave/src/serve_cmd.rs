@@ -33,6 +33,10 @@ pub(crate) struct Args {
     /// Address to serve attested TLS on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Exit when standard input closes: a launcher keeps a pipe open, so the
+    /// enclave does not outlive it even when it is killed.
+    #[arg(long)]
+    stop_on_stdin_close: bool,
 }
 
 pub(crate) fn run(args: Args) -> Result<(), String> {
@@ -58,7 +62,26 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
             .and_then(|()| stdout.flush())
             .map_err(|e| format!("cannot write to standard output: {e}"))?;
         drop(stdout);
-        service.serve(listener).await;
+        if args.stop_on_stdin_close {
+            tokio::select! {
+                () = service.serve(listener) => {}
+                () = stdin_closed() => tracing::info!("standard input closed; stopping"),
+            }
+        } else {
+            service.serve(listener).await;
+        }
         Ok(())
     })
+}
+
+/// Returns once standard input reaches its end (or fails).
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
 }

@@ -44,7 +44,8 @@ pub enum LaunchError {
 }
 
 /// A running enclave process and the address it serves on. Dropping it
-/// kills the process.
+/// kills the process; if this process dies first, the enclave sees its
+/// standard input close and stops.
 pub struct LaunchedEnclave {
     /// The enclave process.
     pub child: tokio::process::Child,
@@ -66,10 +67,11 @@ pub async fn launch_sim(enclave_bin: &Path, manifest: &Path, sim_platform: &Path
         .arg("serve")
         .arg("--manifest")
         .arg(manifest)
-        .args(["--tee", "sim", "--listen", "127.0.0.1:0"])
+        .args(["--tee", "sim", "--listen", "127.0.0.1:0", "--stop-on-stdin-close"])
         .arg("--sim-platform")
         .arg(sim_platform)
-        .stdin(Stdio::null())
+        // The pipe closes when this process ends, however it ends; the enclave then stops.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -85,6 +85,11 @@ pub fn certificate(keys: &EnclaveKeys) -> Result<CertificateDer<'static>, TlsSet
     let mut params = rcgen::CertificateParams::new(vec![TLS_SERVER_NAME.to_string()])?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, TLS_SERVER_NAME);
+    // rcgen draws serials only with its own crypto backend, which is left out.
+    let mut serial = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
+    serial[0] = (serial[0] & 0x7f) | 0x01; // positive, and no leading zero byte in DER
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
     let key_pair = rcgen::KeyPair::from_remote(Box::new(EnclaveSigner::new(keys)))?;
     Ok(params.self_signed(&key_pair)?.der().clone())
 }
