@@ -112,14 +112,15 @@ async fn launch(
 ) -> Outcome {
     let manifest = JobManifest::from_cbor(&crate::files::read(manifest_path)?)
         .map_err(|e| Failure::input(format!("{}: {e}", manifest_path.display())))?;
-    let (mut child, upstream) = match (tee, sim_platform, enclave) {
+    let (mut launched, upstream) = match (tee, sim_platform, enclave) {
         (TeeChoice::Sim, Some(platform), _) => {
             let program = match enclave_bin {
                 Some(path) => path,
                 None => beside_this_program("sealtune-enclave")?,
             };
             let launched = launch_sim(&program, manifest_path, platform).await.map_err(Failure::input)?;
-            (Some(launched.child), launched.addr)
+            let addr = launched.addr;
+            (Some(launched), addr)
         }
         (TeeChoice::Snp | TeeChoice::Tdx, _, Some(addr)) => (None, addr),
         // clap requires the flag each choice needs.
@@ -135,10 +136,10 @@ async fn launch(
         }),
         format!("relaying {local} to the enclave at {upstream} (job {})", hex::encode(manifest.hash())),
     )?;
-    match child.as_mut() {
-        Some(child) => tokio::select! {
+    match launched.as_mut() {
+        Some(enclave) => tokio::select! {
             () = relay(listener, upstream) => Ok(()),
-            status = child.wait() => Err(Failure::rejected(format!(
+            status = enclave.exited() => Err(Failure::rejected(format!(
                 "the enclave exited ({})",
                 status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
             ))),

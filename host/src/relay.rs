@@ -47,10 +47,18 @@ pub enum LaunchError {
 /// kills the process; if this process dies first, the enclave sees its
 /// standard input close and stops.
 pub struct LaunchedEnclave {
-    /// The enclave process.
-    pub child: tokio::process::Child,
+    child: tokio::process::Child,
+    // Held apart from `child`: tokio closes a child's stdin when waiting on it.
+    _lifeline: tokio::process::ChildStdin,
     /// Where it serves attested TLS.
     pub addr: SocketAddr,
+}
+
+impl LaunchedEnclave {
+    /// Waits for the enclave process to exit.
+    pub async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
 }
 
 #[derive(Deserialize)]
@@ -77,6 +85,7 @@ pub async fn launch_sim(enclave_bin: &Path, manifest: &Path, sim_platform: &Path
         .spawn()
         .map_err(|source| LaunchError::Spawn { program: enclave_bin.display().to_string(), source })?;
     let stdout = child.stdout.take().expect("stdout is piped");
+    let lifeline = child.stdin.take().expect("stdin is piped");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     let line = match tokio::time::timeout(LAUNCH_TIMEOUT, lines.next_line()).await {
         Err(_) => return Err(LaunchError::Timeout),
@@ -89,7 +98,7 @@ pub async fn launch_sim(enclave_bin: &Path, manifest: &Path, sim_platform: &Path
     };
     let announcement: Announcement =
         serde_json::from_str(&line).map_err(|e| LaunchError::BadAnnouncement(e.to_string()))?;
-    Ok(LaunchedEnclave { child, addr: announcement.listen })
+    Ok(LaunchedEnclave { child, _lifeline: lifeline, addr: announcement.listen })
 }
 
 /// Relays every connection on `listener` to `upstream`, byte for byte, until
