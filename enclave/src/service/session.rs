@@ -8,7 +8,7 @@
 //!                           +- status, outputs   +- status, outputs
 //! ```
 
-use super::{Shared, SharedState};
+use super::SharedState;
 use crate::tee::{Tee, TeeError};
 use sealtune_attestation::binding::TLS_EXPORTER_LEN;
 use sealtune_attestation::protocol::{Phase, Request, Response, PROTOCOL_VERSION};
@@ -148,7 +148,7 @@ fn challenge<T: Tee>(exporter: &Exporter, nonce: &[u8; 32], state: &SharedState<
 }
 
 fn status<T: Tee>(state: &SharedState<T>) -> Response {
-    let shared: std::sync::MutexGuard<'_, Shared<T>> = state.lock();
+    let shared = state.lock();
     Response::Status { phase: shared.phase, steps: shared.steps, epsilon_spent: shared.epsilon_spent }
 }
 
