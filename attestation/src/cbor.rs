@@ -46,6 +46,22 @@ pub fn version_of(bytes: &[u8]) -> Result<u32, CborError> {
     serde_cbor::from_slice::<Probe>(bytes).map(|p| p.version).map_err(|e| CborError::Malformed(e.to_string()))
 }
 
+/// Reads only the name of an externally tagged enum value (a bare text
+/// string, or a one-entry map from the name to the fields), so that a message
+/// of an unknown kind is reported as such rather than as malformed.
+pub fn variant_of(bytes: &[u8]) -> Result<String, CborError> {
+    use serde_cbor::Value;
+    let value: Value = serde_cbor::from_slice(bytes).map_err(|e| CborError::Malformed(e.to_string()))?;
+    match value {
+        Value::Text(name) => Ok(name),
+        Value::Map(map) if map.len() == 1 => match map.into_iter().next() {
+            Some((Value::Text(name), _)) => Ok(name),
+            _ => Err(CborError::Malformed("the message name is not a text string".into())),
+        },
+        _ => Err(CborError::Malformed("not a tagged message (a text string or a one-entry map)".into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +81,17 @@ mod tests {
         let golden = hex::decode("a26776657273696f6e0162696442aabb").unwrap();
         assert_eq!(to_vec(&doc), golden);
         assert_eq!(from_slice::<Doc>(&golden).unwrap(), doc);
+    }
+
+    #[test]
+    fn variant_names() {
+        // "status", {"hello": {"version": 1}}
+        assert_eq!(variant_of(&hex::decode("66737461747573").unwrap()).unwrap(), "status");
+        assert_eq!(variant_of(&hex::decode("a16568656c6c6fa16776657273696f6e01").unwrap()).unwrap(), "hello");
+        // 1, [], {1: 2}, {"a": 1, "b": 2}
+        for bad in ["01", "80", "a10102", "a2616101616202"] {
+            assert!(matches!(variant_of(&hex::decode(bad).unwrap()), Err(CborError::Malformed(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -28,3 +28,4 @@ pub mod grant;
 pub mod receipt;
 pub mod sealed;
 pub mod accountant;
+pub mod protocol;

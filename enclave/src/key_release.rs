@@ -6,7 +6,7 @@
 use crate::keys::EnclaveKeys;
 use crate::tee::{Tee, TeeError};
 use hpke::{Deserializable, Kem, OpModeR};
-use sealtune_attestation::binding::key_release_report_data;
+use sealtune_attestation::binding::{attested_tls_report_data, key_release_report_data, TLS_EXPORTER_LEN};
 use sealtune_attestation::evidence::{Evidence, EVIDENCE_VERSION};
 use sealtune_attestation::grant::{check_grant, hpke_info, GrantAead, GrantError, GrantKdf, GrantKem};
 use sealtune_attestation::manifest::JobManifest;
@@ -53,8 +53,20 @@ impl<T: Tee> KeyRelease<T> {
 
     /// Evidence answering the challenge `nonce`.
     pub fn challenge(&mut self, nonce: &[u8; 32]) -> Result<Evidence, TeeError> {
+        let report_data = key_release_report_data(nonce, &self.keys.public(), &self.manifest_hash);
+        self.issue(&report_data)
+    }
+
+    /// Evidence answering the challenge `nonce` inside the TLS session whose
+    /// exporter value is `exporter`.
+    pub fn challenge_session(&mut self, exporter: &[u8; TLS_EXPORTER_LEN], nonce: &[u8; 32]) -> Result<Evidence, TeeError> {
+        let report_data = attested_tls_report_data(exporter, nonce, &self.keys.public(), &self.manifest_hash);
+        self.issue(&report_data)
+    }
+
+    fn issue(&mut self, report_data: &[u8; 64]) -> Result<Evidence, TeeError> {
         let keys = self.keys.public();
-        let raw = self.tee.attest(&key_release_report_data(nonce, &keys, &self.manifest_hash))?;
+        let raw = self.tee.attest(report_data)?;
         let evidence = Evidence {
             version: EVIDENCE_VERSION,
             tee: raw.tee,

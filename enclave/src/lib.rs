@@ -18,4 +18,5 @@ pub mod keys;
 pub mod measurement;
 pub mod model;
 pub mod receipt;
+pub mod service;
 pub mod tee;

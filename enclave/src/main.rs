@@ -3,6 +3,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod key_release_cmd;
+mod serve_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ enum Command {
     Measurement,
     /// File-based key release: answer challenges, accept grants, open the corpora in memory.
     KeyRelease(key_release_cmd::Args),
+    /// Serve attested TLS sessions for one job (owners' grants, status, outputs).
+    Serve(serve_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
             .map(|m| println!("{}", hex::encode(m)))
             .map_err(|e| format!("cannot measure this executable: {e}")),
         Command::KeyRelease(args) => key_release_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

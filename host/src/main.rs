@@ -8,6 +8,7 @@ mod attest;
 mod dp;
 mod failure;
 mod files;
+mod host_cmd;
 mod model;
 mod owner;
 mod sim;
@@ -35,6 +36,9 @@ enum Command {
     /// The privacy accountant: ε of a DP-SGD run, or the noise a target ε needs.
     #[command(subcommand)]
     Dp(dp::Command),
+    /// Operators: the blob store, and launching and relaying to the enclave.
+    #[command(subcommand)]
+    Host(host_cmd::Command),
     /// Verify attestation evidence offline.
     #[command(subcommand)]
     Attest(attest::Command),
@@ -55,6 +59,7 @@ fn run(command: Command) -> Outcome {
         Command::Sim(c) => sim::run(c),
         Command::Attest(c) => attest::run(c),
         Command::Dp(c) => dp::run(c),
+        Command::Host(c) => host_cmd::run(c),
         Command::Model { command } => model::run(command),
     }
 }

@@ -1,0 +1,87 @@
+//! `sealtune-enclave serve`: the enclave service on a TCP port. It prints
+//! `{"listen": "ADDR"}` on one line of standard output once it accepts
+//! connections, so a launcher that asked for port 0 learns the port.
+
+use clap::{Parser, ValueEnum};
+use sealtune_attestation::manifest::JobManifest;
+use sealtune_enclave::key_release::KeyRelease;
+use sealtune_enclave::measurement::own_measurement;
+use sealtune_enclave::service::ServiceHandle;
+use sealtune_enclave::tee::sim::{SimLaunch, SimPlatform, SimTee};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The platforms this build can attest on.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum TeeChoice {
+    /// sealtune's simulated SEV-SNP platform (development only).
+    Sim,
+}
+
+#[derive(Parser)]
+pub(crate) struct Args {
+    /// The job manifest the enclave is launched with (its hash becomes HOST_DATA).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The platform to attest on.
+    #[arg(long, value_enum, default_value = "sim")]
+    tee: TeeChoice,
+    /// The simulated platform directory (`sealtune sim init`).
+    #[arg(long)]
+    sim_platform: PathBuf,
+    /// Address to serve attested TLS on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Exit when standard input closes: a launcher keeps a pipe open, so the
+    /// enclave does not outlive it even when it is killed.
+    #[arg(long)]
+    stop_on_stdin_close: bool,
+}
+
+pub(crate) fn run(args: Args) -> Result<(), String> {
+    // Logs go to standard error; nothing logged depends on private data.
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let manifest_bytes = std::fs::read(&args.manifest).map_err(|e| format!("{}: {e}", args.manifest.display()))?;
+    let manifest = JobManifest::from_cbor(&manifest_bytes).map_err(|e| format!("{}: {e}", args.manifest.display()))?;
+    let tee = match args.tee {
+        TeeChoice::Sim => {
+            let platform = SimPlatform::load(&args.sim_platform).map_err(|e| e.to_string())?;
+            let measurement = own_measurement().map_err(|e| format!("cannot measure this executable: {e}"))?;
+            SimTee::launch(platform, SimLaunch::new(measurement, manifest.hash()))
+        }
+    };
+    let service = ServiceHandle::new(KeyRelease::new(manifest, tee)).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", serde_json::json!({ "listen": local.to_string() }))
+            .and_then(|()| stdout.flush())
+            .map_err(|e| format!("cannot write to standard output: {e}"))?;
+        drop(stdout);
+        if args.stop_on_stdin_close {
+            tokio::select! {
+                () = service.serve(listener) => {}
+                () = stdin_closed() => tracing::info!("standard input closed; stopping"),
+            }
+        } else {
+            service.serve(listener).await;
+        }
+        Ok(())
+    })
+}
+
+/// Returns once standard input reaches its end (or fails).
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}

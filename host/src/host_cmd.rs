@@ -1,0 +1,161 @@
+//! `sealtune host`: what the operator runs. The host is untrusted: it stores
+//! ciphertext and public models, and relays the enclave's TLS bytes.
+
+use crate::failure::{Failure, Outcome};
+use clap::{Subcommand, ValueEnum};
+use sealtune_attestation::manifest::JobManifest;
+use sealtune_host::relay::{launch_sim, relay};
+use sealtune_host::store::{serve, Store};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the enclave runs.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TeeChoice {
+    /// Spawn `sealtune-enclave` on the simulated platform (development only).
+    Sim,
+    /// An enclave already running in an SEV-SNP confidential VM (give --enclave).
+    Snp,
+    /// An enclave already running in a TDX confidential VM (give --enclave).
+    Tdx,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Serve the blob store: sealed corpora and base models by SHA-256.
+    Serve {
+        /// The store directory (created if absent).
+        #[arg(long)]
+        store: PathBuf,
+        /// Address to listen on (port 0: any free port).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Largest blob accepted, in bytes.
+        #[arg(long, default_value_t = 64 << 30)]
+        max_blob_bytes: u64,
+        /// Print the listening address as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start (or reach) the enclave for a job and relay clients to it without terminating TLS.
+    Launch {
+        /// The job manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Where the enclave runs.
+        #[arg(long, value_enum)]
+        tee: TeeChoice,
+        /// With --tee sim: the simulated platform directory (`sealtune sim init`).
+        #[arg(long, required_if_eq("tee", "sim"))]
+        sim_platform: Option<PathBuf>,
+        /// With --tee sim: the enclave program (default: `sealtune-enclave` beside this program).
+        #[arg(long)]
+        enclave_bin: Option<PathBuf>,
+        /// With --tee snp|tdx: the enclave's address in the confidential VM.
+        #[arg(long, required_if_eq_any([("tee", "snp"), ("tee", "tdx")]))]
+        enclave: Option<SocketAddr>,
+        /// Address clients connect to (port 0: any free port).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Print the addresses as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn run(command: Command) -> Outcome {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
+    match command {
+        Command::Serve { store, listen, max_blob_bytes, json } => runtime.block_on(serve_store(&store, listen, max_blob_bytes, json)),
+        Command::Launch { manifest, tee, sim_platform, enclave_bin, enclave, listen, json } => {
+            runtime.block_on(launch(&manifest, tee, sim_platform.as_deref(), enclave_bin, enclave, listen, json))
+        }
+    }
+}
+
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Failure> {
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| Failure::input(format!("cannot listen on {listen}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| Failure::input(format!("cannot listen on {listen}: {e}")))?;
+    Ok((listener, local))
+}
+
+/// Prints one line and flushes it: a script may be waiting for it.
+fn announce(json: bool, value: serde_json::Value, text: String) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    let line = if json { value.to_string() } else { text };
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).map_err(|e| Failure::input(format!("cannot write to standard output: {e}")))
+}
+
+async fn serve_store(dir: &Path, listen: SocketAddr, max_blob_bytes: u64, json: bool) -> Outcome {
+    let store = Store::open(dir, max_blob_bytes).map_err(Failure::input)?;
+    let (listener, local) = bind(listen).await?;
+    announce(
+        json,
+        serde_json::json!({ "listen": local.to_string(), "store": dir.display().to_string() }),
+        format!("store {} listening on {local}", dir.display()),
+    )?;
+    serve(listener, Arc::new(store)).await;
+    Ok(())
+}
+
+async fn launch(
+    manifest_path: &Path,
+    tee: TeeChoice,
+    sim_platform: Option<&Path>,
+    enclave_bin: Option<PathBuf>,
+    enclave: Option<SocketAddr>,
+    listen: SocketAddr,
+    json: bool,
+) -> Outcome {
+    let manifest = JobManifest::from_cbor(&crate::files::read(manifest_path)?)
+        .map_err(|e| Failure::input(format!("{}: {e}", manifest_path.display())))?;
+    let (mut launched, upstream) = match (tee, sim_platform, enclave) {
+        (TeeChoice::Sim, Some(platform), _) => {
+            let program = match enclave_bin {
+                Some(path) => path,
+                None => beside_this_program("sealtune-enclave")?,
+            };
+            let launched = launch_sim(&program, manifest_path, platform).await.map_err(Failure::input)?;
+            let addr = launched.addr;
+            (Some(launched), addr)
+        }
+        (TeeChoice::Snp | TeeChoice::Tdx, _, Some(addr)) => (None, addr),
+        // clap requires the flag each choice needs.
+        _ => return Err(Failure::input("--tee sim needs --sim-platform; --tee snp|tdx needs --enclave")),
+    };
+    let (listener, local) = bind(listen).await?;
+    announce(
+        json,
+        serde_json::json!({
+            "listen": local.to_string(),
+            "enclave": upstream.to_string(),
+            "manifest_hash": hex::encode(manifest.hash()),
+        }),
+        format!("relaying {local} to the enclave at {upstream} (job {})", hex::encode(manifest.hash())),
+    )?;
+    match launched.as_mut() {
+        Some(enclave) => tokio::select! {
+            () = relay(listener, upstream) => Ok(()),
+            status = enclave.exited() => Err(Failure::rejected(format!(
+                "the enclave exited ({})",
+                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+            ))),
+        },
+        None => {
+            relay(listener, upstream).await;
+            Ok(())
+        }
+    }
+}
+
+fn beside_this_program(name: &str) -> Result<PathBuf, Failure> {
+    let exe = std::env::current_exe().map_err(|e| Failure::input(format!("cannot locate this program: {e}")))?;
+    let path = exe.with_file_name(name);
+    if !path.exists() {
+        return Err(Failure::input(format!("{} is missing; give --enclave-bin", path.display())));
+    }
+    Ok(path)
+}
