@@ -18,6 +18,8 @@
 
 pub mod cbor;
 pub mod snp;
+pub mod tdx;
+pub mod x509;
 pub mod binding;
 pub mod evidence;
 pub mod manifest;

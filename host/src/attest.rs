@@ -7,7 +7,7 @@ use sealtune_attestation::evidence::{EnclavePublicKeys, Evidence, TeeKind, EVIDE
 use sealtune_attestation::policy::{Policy, POLICY_VERSION};
 use sealtune_attestation::snp::chain::{pem_certificates, CertChain};
 use sealtune_attestation::snp::report::{SnpReport, REPORT_LEN};
-use sealtune_attestation::verify::{verify_report, VerifyError};
+use sealtune_attestation::verify::{verify_report, Claims, PlatformClaims, VerifyError};
 use std::path::{Path, PathBuf};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -96,6 +96,7 @@ pub(crate) fn run(command: Command) -> Outcome {
                 max_vmpl: 0,
                 measurements: vec![hex::encode(report.measurement)],
                 min_tcb: None,
+        tdx: None,
                 job: None,
             };
             (open, false)
@@ -112,13 +113,7 @@ pub(crate) fn run(command: Command) -> Outcome {
         if c.simulated {
             println!("WARNING: SIMULATED evidence: it proves nothing about confidentiality");
         }
-        println!("valid {} report v{} ({:?}, signed by {})", c.tee, c.version, c.product, c.signing_key);
-        println!("measurement  {}{}", c.measurement, if measurement_checked { "" } else { "  (not checked: no --policy)" });
-        println!("host_data    {}", c.host_data);
-        println!("report_data  {}", c.report_data);
-        println!("chip_id      {}", c.chip_id);
-        println!("reported_tcb {}", c.reported_tcb);
-        println!("debug {}  vmpl {}  migration_agent {}", c.debug, c.vmpl, c.migration_agent);
+        print_claims(c, measurement_checked);
     }
     Ok(())
 }
@@ -153,4 +148,29 @@ fn raw_evidence(tee: TeeKind, report: &Path, leaf: &Path, chain: &Path) -> Resul
         // A raw report binds no sealtune keys; REPORT_DATA is shown, not checked.
         keys: EnclavePublicKeys { kem: [0; 32], signing: [0; 32] },
     })
+}
+
+fn print_claims(c: &Claims, measurement_checked: bool) {
+    println!("valid {} report v{} (signed by {})", c.tee, c.version, c.signing_key);
+    println!("measurement  {}{}", c.measurement, if measurement_checked { "" } else { "  (not checked: no --policy)" });
+    println!("host_data    {}", c.host_data);
+    println!("report_data  {}", c.report_data);
+    println!("debug        {}", c.debug);
+    match &c.platform {
+        PlatformClaims::Snp { product, chip_id, reported_tcb, migration_agent, vmpl } => {
+            println!("product      {product:?}");
+            println!("chip_id      {chip_id}");
+            println!("reported_tcb {reported_tcb}");
+            println!("vmpl {vmpl}  migration_agent {migration_agent}");
+        }
+        PlatformClaims::Tdx { rtmr, mr_seam, tee_tcb_svn, td_attributes, tcb } => {
+            for (i, r) in rtmr.iter().enumerate() {
+                println!("rtmr{i}        {r}");
+            }
+            println!("mr_seam      {mr_seam}");
+            println!("tee_tcb_svn  {tee_tcb_svn}");
+            println!("td_attributes {td_attributes}");
+            println!("tcb_status   {} (advisories: {})", tcb.status, tcb.advisory_ids.join(","));
+        }
+    }
 }
