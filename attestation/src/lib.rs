@@ -20,6 +20,7 @@ pub mod cbor;
 pub mod snp;
 pub mod tdx;
 pub mod x509;
+pub mod azure;
 pub mod binding;
 pub mod evidence;
 pub mod manifest;
