@@ -24,6 +24,7 @@ pub mod azure;
 pub mod binding;
 pub mod evidence;
 pub mod manifest;
+pub mod nvidia;
 pub mod policy;
 pub mod verify;
 pub mod identity;
