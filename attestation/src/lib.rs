@@ -18,9 +18,13 @@
 
 pub mod cbor;
 pub mod snp;
+pub mod tdx;
+pub mod x509;
+pub mod azure;
 pub mod binding;
 pub mod evidence;
 pub mod manifest;
+pub mod nvidia;
 pub mod policy;
 pub mod verify;
 pub mod identity;

@@ -29,9 +29,57 @@ pub struct Policy {
     /// Minimum firmware TCB; absent means any TCB the VCEK was issued for.
     #[serde(default)]
     pub min_tcb: Option<Tcb>,
+    /// Intel TDX settings; absent means the TDX defaults (see [`TdxPolicy`]).
+    #[serde(default)]
+    pub tdx: Option<TdxPolicy>,
     /// For data owners: the job terms under which they release a key.
     #[serde(default)]
     pub job: Option<JobTerms>,
+}
+
+/// What a TDX quote must show beyond MRTD (which `measurements` lists).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxPolicy {
+    /// Intel security advisories (`INTEL-SA-xxxxx`) a TCB below UpToDate may
+    /// be affected by and still be accepted. Empty (the default): only an
+    /// UpToDate TCB is accepted.
+    #[serde(default)]
+    pub allowed_advisories: Vec<String>,
+    /// Allowed RTMR0 values (48 bytes, hex); absent means not checked.
+    #[serde(default)]
+    pub rtmr0: Option<Vec<String>>,
+    /// Allowed RTMR1 values.
+    #[serde(default)]
+    pub rtmr1: Option<Vec<String>>,
+    /// Allowed RTMR2 values.
+    #[serde(default)]
+    pub rtmr2: Option<Vec<String>>,
+    /// Allowed RTMR3 values.
+    #[serde(default)]
+    pub rtmr3: Option<Vec<String>>,
+}
+
+impl TdxPolicy {
+    /// The RTMR allow-lists, decoded, by register; `None` where unchecked.
+    pub fn rtmr_lists(&self) -> Result<[Option<Vec<[u8; 48]>>; 4], PolicyError> {
+        let decode = |register: usize, list: &Option<Vec<String>>| -> Result<Option<Vec<[u8; 48]>>, PolicyError> {
+            list.as_ref()
+                .map(|list| {
+                    list.iter()
+                        .enumerate()
+                        .map(|(index, m)| {
+                            hex::decode(m)
+                                .ok()
+                                .and_then(|b| <[u8; 48]>::try_from(b).ok())
+                                .ok_or(PolicyError::BadRtmr { register, index })
+                        })
+                        .collect()
+                })
+                .transpose()
+        };
+        Ok([decode(0, &self.rtmr0)?, decode(1, &self.rtmr1)?, decode(2, &self.rtmr2)?, decode(3, &self.rtmr3)?])
+    }
 }
 
 /// The job terms a data owner accepts.
@@ -61,6 +109,14 @@ pub enum PolicyError {
     /// A measurement is not 96 hex digits.
     #[error("policy measurement {index} is not 48 bytes of hex")]
     BadMeasurement {
+        /// Position in the list.
+        index: usize,
+    },
+    /// An RTMR allow-list entry is not 96 hex digits.
+    #[error("policy tdx.rtmr{register} entry {index} is not 48 bytes of hex")]
+    BadRtmr {
+        /// Which RTMR (0–3).
+        register: usize,
         /// Position in the list.
         index: usize,
     },
@@ -113,6 +169,9 @@ impl Policy {
         }
         let policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string()))?;
         policy.measurement_list()?;
+        if let Some(tdx) = &policy.tdx {
+            tdx.rtmr_lists()?;
+        }
         Ok(policy)
     }
 
@@ -170,6 +229,10 @@ tee = 0
 snp = 8
 microcode = 115
 
+[tdx]
+allowed_advisories = ["INTEL-SA-00837"]
+rtmr3 = ["000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"]
+
 [job]
 max_epsilon = 8.0
 max_delta = 1e-5
@@ -183,6 +246,9 @@ recipients = []
         assert!(p.allow_simulated && !p.allow_debug);
         assert_eq!(p.max_vmpl, 0);
         assert_eq!(p.min_tcb, Some(Tcb { fmc: 0, bootloader: 3, tee: 0, snp: 8, microcode: 115 }));
+        let tdx = p.tdx.as_ref().unwrap();
+        assert_eq!(tdx.allowed_advisories, ["INTEL-SA-00837"]);
+        assert_eq!(tdx.rtmr_lists().unwrap(), [None, None, None, Some(vec![[0; 48]])]);
         assert_eq!(p.job.unwrap().max_delta, 1e-5);
     }
 
@@ -196,5 +262,9 @@ recipients = []
         assert!(matches!(Policy::from_toml(&empty), Err(PolicyError::NoMeasurements)));
         let short = EXAMPLE.replace("841f\"", "\"");
         assert!(matches!(Policy::from_toml(&short), Err(PolicyError::BadMeasurement { index: 0 })));
+        let rtmr = EXAMPLE.replace("rtmr3 = [\"00", "rtmr3 = [\"0");
+        assert!(matches!(Policy::from_toml(&rtmr), Err(PolicyError::BadRtmr { register: 3, index: 0 })));
+        let tdx_typo = EXAMPLE.replace("allowed_advisories", "allowed_advisory");
+        assert!(matches!(Policy::from_toml(&tdx_typo), Err(PolicyError::Syntax(_))));
     }
 }

@@ -2,7 +2,9 @@
 //! signature and chain → certificate validity at a given time → debug →
 //! VMPL → measurement allow-list → minimum TCB, then, for evidence that
 //! answers a challenge, HOST_DATA (the job manifest) → REPORT_DATA (the fresh
-//! nonce and the enclave's keys).
+//! nonce and the enclave's keys). TDX quotes follow the same order with
+//! their own fields (`docs/attestation.md`): MRTD is the measurement,
+//! MRCONFIGID carries the manifest hash, REPORTDATA the binding.
 //!
 //! Success is a value only this module can construct ([`VerifiedReport`],
 //! then [`BoundEvidence`]); whatever releases a key must be handed one, so a
@@ -13,6 +15,8 @@ use crate::policy::{Policy, PolicyError};
 use crate::snp::chain::{Anchor, ChainError, ValidityError};
 use crate::snp::report::{ReportError, SnpReport};
 use crate::snp::tcb::{Product, Tcb};
+use crate::tdx::quote::{mr_config_id_for, QuoteError, TdxQuote};
+use crate::tdx::{CollateralError, TcbVerdict, TdxCollateral};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -29,9 +33,34 @@ pub enum VerifyError {
     /// The report cannot be parsed.
     #[error("SEV-SNP report: {0}")]
     Report(#[from] ReportError),
-    /// This build cannot verify evidence of this kind yet.
-    #[error("verification of {0} evidence is not supported by this build")]
-    UnsupportedTee(&'static str),
+    /// TDX evidence was handed to the SNP entry point, which has no collateral.
+    #[error("TDX evidence needs DCAP collateral: verify it with verify_tdx_report")]
+    TdxNeedsCollateral,
+    /// The TDX quote cannot be parsed or its signatures do not verify.
+    #[error("TDX quote: {0}")]
+    Quote(#[from] QuoteError),
+    /// The DCAP collateral cannot be read or does not support the quote.
+    #[error("TDX collateral: {0}")]
+    Collateral(#[from] CollateralError),
+    /// The TD was launched with debugging enabled.
+    #[error("the TD has debugging enabled (TD_ATTRIBUTES.DEBUG = 1): the host can read its memory")]
+    TdDebugEnabled,
+    /// The platform TCB is not UpToDate and not every advisory is allow-listed.
+    #[error("TDX TCB status is {status} (advisories: {advisories}); the policy accepts UpToDate, or a lower status only when every advisory is in tdx.allowed_advisories")]
+    TcbStatus {
+        /// dcap-qvl's status.
+        status: String,
+        /// The advisories, comma-separated.
+        advisories: String,
+    },
+    /// An RTMR is not in the policy's allow-list for it.
+    #[error("RTMR{register} {value} is not in the policy's allow-list")]
+    RtmrNotAllowed {
+        /// Which RTMR.
+        register: usize,
+        /// Its value, hex.
+        value: String,
+    },
     /// The signature chain does not verify.
     #[error("signature chain: {0}")]
     Chain(#[from] ChainError),
@@ -93,35 +122,61 @@ pub struct ReportVerified(());
 #[derive(Debug, Clone, Copy)]
 pub struct BindingVerified(());
 
-/// What a verified report says.
+/// What a verified report says. SNP and TDX share the fields a verifier
+/// decides on; the rest is in [`PlatformClaims`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Claims {
     /// Which TEE produced the evidence.
     pub tee: &'static str,
     /// True when the evidence comes from sealtune's simulated platform.
     pub simulated: bool,
-    /// AMD product the chain belongs to.
-    pub product: Product,
-    /// Report format version.
+    /// Report (SNP) or quote (TDX) format version.
     pub version: u32,
-    /// Launch measurement, hex.
+    /// Launch measurement, hex: SNP MEASUREMENT, TDX MRTD.
     pub measurement: String,
-    /// HOST_DATA, hex.
+    /// Launch-time host data, hex: SNP HOST_DATA, TDX MRCONFIGID.
     pub host_data: String,
-    /// REPORT_DATA, hex.
+    /// REPORT_DATA / REPORTDATA, hex.
     pub report_data: String,
-    /// CHIP_ID, hex.
-    pub chip_id: String,
-    /// REPORTED_TCB.
-    pub reported_tcb: Tcb,
-    /// POLICY.DEBUG.
+    /// SNP POLICY.DEBUG / TDX TD_ATTRIBUTES.DEBUG.
     pub debug: bool,
-    /// POLICY.MIGRATE_MA.
-    pub migration_agent: bool,
-    /// VMPL.
-    pub vmpl: u32,
-    /// `vcek` or `vlek`.
+    /// `vcek`, `vlek` or `pck`.
     pub signing_key: &'static str,
+    /// The TEE-specific claims.
+    #[serde(flatten)]
+    pub platform: PlatformClaims,
+}
+
+/// Claims only one kind of TEE makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PlatformClaims {
+    /// AMD SEV-SNP (and the simulated platform).
+    Snp {
+        /// AMD product the chain belongs to.
+        product: Product,
+        /// CHIP_ID, hex.
+        chip_id: String,
+        /// REPORTED_TCB.
+        reported_tcb: Tcb,
+        /// POLICY.MIGRATE_MA.
+        migration_agent: bool,
+        /// VMPL.
+        vmpl: u32,
+    },
+    /// Intel TDX.
+    Tdx {
+        /// RTMR0–3, hex.
+        rtmr: [String; 4],
+        /// MRSEAM (the TDX module), hex.
+        mr_seam: String,
+        /// TEE_TCB_SVN, hex.
+        tee_tcb_svn: String,
+        /// TD_ATTRIBUTES, hex.
+        td_attributes: String,
+        /// The DCAP TCB appraisal.
+        tcb: TcbVerdict,
+    },
 }
 
 /// A report that passed every check that does not depend on a challenge.
@@ -129,7 +184,10 @@ pub struct Claims {
 pub struct VerifiedReport {
     /// What the report says.
     pub claims: Claims,
-    report: SnpReport,
+    /// What the manifest hash must appear as: HOST_DATA, or MRCONFIGID.
+    host_data: Vec<u8>,
+    report_data: [u8; 64],
+    tee: TeeKind,
     _proof: ReportVerified,
 }
 
@@ -151,7 +209,7 @@ pub struct BoundEvidence {
 /// Verifies SNP-layout evidence (real or simulated) against `policy` at time `at`.
 pub fn verify_report(evidence: &Evidence, policy: &Policy, at: OffsetDateTime) -> Result<VerifiedReport, VerifyError> {
     if evidence.tee == TeeKind::Tdx {
-        return Err(VerifyError::UnsupportedTee("tdx"));
+        return Err(VerifyError::TdxNeedsCollateral);
     }
     let allowed = policy.measurement_list()?;
     let report = SnpReport::parse(&evidence.report)?;
@@ -190,19 +248,97 @@ pub fn verify_report(evidence: &Evidence, policy: &Policy, at: OffsetDateTime) -
     let claims = Claims {
         tee: evidence.tee.name(),
         simulated,
-        product,
         version: report.version,
         measurement: hex::encode(report.measurement),
         host_data: hex::encode(report.host_data),
         report_data: hex::encode(report.report_data),
-        chip_id: hex::encode(report.chip_id),
-        reported_tcb,
         debug: report.policy.debug(),
-        migration_agent: report.policy.migrate_ma(),
-        vmpl: report.vmpl,
         signing_key: report.signing_key.name(),
+        platform: PlatformClaims::Snp {
+            product,
+            chip_id: hex::encode(report.chip_id),
+            reported_tcb,
+            migration_agent: report.policy.migrate_ma(),
+            vmpl: report.vmpl,
+        },
     };
-    Ok(VerifiedReport { claims, report, _proof: ReportVerified(()) })
+    Ok(VerifiedReport {
+        claims,
+        host_data: report.host_data.to_vec(),
+        report_data: report.report_data,
+        tee: evidence.tee,
+        _proof: ReportVerified(()),
+    })
+}
+
+/// Verifies TDX evidence (the quote in `evidence.report`) with DCAP
+/// `collateral` against `policy` at time `at`. `root`, when given, is the
+/// Intel SGX Root CA to use instead of the quote's own copy; either way it
+/// must be the pinned Intel root.
+///
+/// Order: quote header → PCK chain, QE report and quote signatures,
+/// certificate validity → TD debug → DCAP appraisal (collateral signatures,
+/// CRLs and freshness, QE identity, TDX module, TCB level) → TCB status →
+/// MRTD allow-list → RTMR allow-lists.
+pub fn verify_tdx_report(
+    evidence: &Evidence,
+    collateral: &TdxCollateral,
+    root: Option<&[u8]>,
+    policy: &Policy,
+    at: OffsetDateTime,
+) -> Result<VerifiedReport, VerifyError> {
+    if evidence.tee != TeeKind::Tdx {
+        return Err(VerifyError::KindMismatch { claimed: evidence.tee.name(), actual: "Intel TDX" });
+    }
+    let allowed = policy.measurement_list()?;
+    let tdx_policy = policy.tdx.clone().unwrap_or_default();
+    let rtmr_lists = tdx_policy.rtmr_lists()?;
+    let quote = TdxQuote::parse(&evidence.report)?;
+    let signed = quote.verify_signatures(root, at)?;
+    let td = &quote.report;
+    if td.debug() && !policy.allow_debug {
+        return Err(VerifyError::TdDebugEnabled);
+    }
+    let tcb = crate::tdx::appraise(&evidence.report, collateral, &signed.root, policy.allow_debug, at)?;
+    let advisories_allowed = !tcb.advisory_ids.is_empty()
+        && tcb.advisory_ids.iter().all(|id| tdx_policy.allowed_advisories.iter().any(|a| a.eq_ignore_ascii_case(id)));
+    if tcb.status != "UpToDate" && !advisories_allowed {
+        return Err(VerifyError::TcbStatus { status: tcb.status.clone(), advisories: tcb.advisory_ids.join(",") });
+    }
+    if !allowed.contains(&td.mr_td) {
+        return Err(VerifyError::MeasurementNotAllowed(hex::encode(td.mr_td)));
+    }
+    for (register, list) in rtmr_lists.iter().enumerate() {
+        if let Some(list) = list {
+            if !list.contains(&td.rtmr[register]) {
+                return Err(VerifyError::RtmrNotAllowed { register, value: hex::encode(td.rtmr[register]) });
+            }
+        }
+    }
+    let claims = Claims {
+        tee: TeeKind::Tdx.name(),
+        simulated: false,
+        version: u32::from(quote.version),
+        measurement: hex::encode(td.mr_td),
+        host_data: hex::encode(td.mr_config_id),
+        report_data: hex::encode(td.report_data),
+        debug: td.debug(),
+        signing_key: "pck",
+        platform: PlatformClaims::Tdx {
+            rtmr: td.rtmr.map(hex::encode),
+            mr_seam: hex::encode(td.mr_seam),
+            tee_tcb_svn: hex::encode(td.tee_tcb_svn),
+            td_attributes: hex::encode(td.td_attributes),
+            tcb,
+        },
+    };
+    Ok(VerifiedReport {
+        claims,
+        host_data: td.mr_config_id.to_vec(),
+        report_data: td.report_data,
+        tee: TeeKind::Tdx,
+        _proof: ReportVerified(()),
+    })
 }
 
 impl VerifiedReport {
@@ -212,21 +348,28 @@ impl VerifiedReport {
         Ok(self.claims)
     }
 
+    /// Checks HOST_DATA (TDX: MRCONFIGID = hash ‖ 16 zero bytes) against the
+    /// manifest hash, then REPORT_DATA against the binding the verifier
+    /// computed.
     fn check_binding(&self, manifest_hash: &[u8; 32], expected_report_data: &[u8; 64]) -> Result<(), VerifyError> {
-        if &self.report.host_data != manifest_hash {
+        let expected_host_data = match self.tee {
+            TeeKind::Tdx => mr_config_id_for(manifest_hash).to_vec(),
+            TeeKind::SevSnp | TeeKind::Sim => manifest_hash.to_vec(),
+        };
+        if self.host_data != expected_host_data {
             return Err(VerifyError::ManifestMismatch {
-                expected: hex::encode(manifest_hash),
-                actual: hex::encode(self.report.host_data),
+                expected: hex::encode(expected_host_data),
+                actual: hex::encode(&self.host_data),
             });
         }
-        if &self.report.report_data != expected_report_data {
+        if &self.report_data != expected_report_data {
             return Err(VerifyError::ReportDataMismatch);
         }
         Ok(())
     }
 
-    /// Checks HOST_DATA against the manifest hash, then REPORT_DATA against
-    /// the binding the verifier computed for its own challenge.
+    /// Checks the binding to the manifest and to the verifier's own
+    /// challenge; the result is what a key grant can be made for.
     pub fn bind(
         self,
         evidence: &Evidence,

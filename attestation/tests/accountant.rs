@@ -52,6 +52,15 @@ fn rdp_conversion_matches_dp_accounting() {
     assert!((eps - 1.0).abs() < 5e-7, "{eps}");
 }
 
+#[test]
+fn rdp_matches_opacus() {
+    // opacus tests/accountants_test.py::test_rdp_accountant: σ = 1.5, q = 0.04,
+    // int(90 / 0.04) = 2250 steps, δ = 1e-5 → ε = 7.32911117143 (Opacus's orders
+    // are a subset of dp_accounting's, so ours can only be equal or tighter).
+    let eps = epsilon(AccountantKind::Rdp, &[seg(0.04, 1.5, 2250)], 1e-5).unwrap();
+    assert!(eps <= 7.32911117143 + 1e-9 && rel(eps, 7.32911117143) < 1e-6, "{eps}");
+}
+
 /// Balle & Wang 2018, Theorem 8, solved with mpmath (docs/reference/accountant_references.py).
 const ANALYTIC_GAUSSIAN: [(f64, f64, f64); 4] = [
     (4.530877117, 1e-6, 0.927392337997443),

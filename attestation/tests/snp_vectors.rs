@@ -63,6 +63,7 @@ fn policy_for(evidence: &Evidence, allow_debug: bool) -> Policy {
         max_vmpl: report.vmpl,
         measurements: vec![hex::encode(report.measurement)],
         min_tcb: None,
+        tdx: None,
         job: None,
     }
 }

@@ -7,15 +7,23 @@ use sealtune_attestation::evidence::{EnclavePublicKeys, Evidence, TeeKind, EVIDE
 use sealtune_attestation::policy::{Policy, POLICY_VERSION};
 use sealtune_attestation::snp::chain::{pem_certificates, CertChain};
 use sealtune_attestation::snp::report::{SnpReport, REPORT_LEN};
-use sealtune_attestation::verify::{verify_report, VerifyError};
+use sealtune_attestation::azure::{HclReport, HclReportType};
+use sealtune_attestation::nvidia::GpuReport;
+use sealtune_attestation::tdx::quote::TdxQuote;
+use sealtune_attestation::tdx::TdxCollateral;
+use sealtune_attestation::verify::{verify_report, verify_tdx_report, Claims, PlatformClaims, VerifyError};
 use std::path::{Path, PathBuf};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum Tee {
-    /// AMD SEV-SNP hardware.
+    /// AMD SEV-SNP hardware (an Azure HCL report is unwrapped and its binding checked).
     Snp,
+    /// Intel TDX: a DCAP quote with its collateral.
+    Tdx,
+    /// An NVIDIA Hopper GPU: SPDM measurements with the device certificate chain.
+    NvidiaGpu,
     /// sealtune's simulated SEV-SNP platform.
     Sim,
 }
@@ -27,9 +35,25 @@ pub(crate) enum Command {
         /// Kind of TEE the report claims to come from.
         #[arg(long, value_enum)]
         tee: Tee,
-        /// The attestation report: raw binary or hex.
-        #[arg(long, required_unless_present = "evidence", conflicts_with = "evidence")]
+        /// The attestation report: raw binary or hex (SNP, or an Azure HCL
+        /// report); for nvidia-gpu the SPDM request and response, hex.
+        #[arg(long, conflicts_with = "evidence")]
         report: Option<PathBuf>,
+        /// TDX: the quote, raw binary or hex.
+        #[arg(long, conflicts_with_all = ["evidence", "report"])]
+        quote: Option<PathBuf>,
+        /// TDX: DCAP collateral, QuoteCollateralV3 JSON (docs/formats/tdx-collateral.md).
+        #[arg(long, requires = "quote")]
+        collateral: Option<PathBuf>,
+        /// TDX: the Intel SGX Root CA; nvidia-gpu: the NVIDIA Device Identity CA
+        /// (DER or PEM). Default: the root at the end of the quote's or the
+        /// chain's certificates. Either way it must be the pinned root.
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// nvidia-gpu: the expected SPDM nonce (32 bytes, hex), e.g. the
+        /// first 32 bytes of the CPU report's report data.
+        #[arg(long)]
+        nonce: Option<String>,
         /// A sealtune evidence document (CBOR) instead of --report/--chain.
         #[arg(long)]
         evidence: Option<PathBuf>,
@@ -39,7 +63,8 @@ pub(crate) enum Command {
         /// The VLEK certificate (DER or PEM).
         #[arg(long)]
         vlek: Option<PathBuf>,
-        /// PEM file with the ASK (or ASVK) and ARK.
+        /// PEM file with the ASK (or ASVK) and ARK; nvidia-gpu: the device
+        /// certificate chain, leaf first.
         #[arg(long, requires = "report")]
         chain: Option<PathBuf>,
         /// Verification time, RFC 3339 (default: now).
@@ -58,7 +83,22 @@ pub(crate) enum Command {
 }
 
 pub(crate) fn run(command: Command) -> Outcome {
-    let Command::Verify { tee, report, evidence, vcek, vlek, chain, at, policy, allow_debug, json } = command;
+    let Command::Verify {
+        tee,
+        report,
+        quote,
+        collateral,
+        root,
+        nonce,
+        evidence,
+        vcek,
+        vlek,
+        chain,
+        at,
+        policy,
+        allow_debug,
+        json,
+    } = command;
     let at = match at {
         Some(text) => OffsetDateTime::parse(&text, &Rfc3339)
             .map_err(|e| Failure::input(format!("--at {text}: not an RFC 3339 time ({e})")))?,
@@ -67,7 +107,21 @@ pub(crate) fn run(command: Command) -> Outcome {
     let kind = match tee {
         Tee::Snp => TeeKind::SevSnp,
         Tee::Sim => TeeKind::Sim,
+        Tee::Tdx => {
+            let quote = quote.ok_or_else(|| Failure::input("--tee tdx needs --quote"))?;
+            let collateral = collateral.ok_or_else(|| Failure::input("--tee tdx needs --collateral"))?;
+            let policy = policy.map(|p| read_policy(&p)).transpose()?;
+            return run_tdx(&quote, &collateral, root.as_deref(), policy, allow_debug, at, json);
+        }
+        Tee::NvidiaGpu => {
+            let report = report.ok_or_else(|| Failure::input("--tee nvidia-gpu needs --report"))?;
+            let chain = chain.ok_or_else(|| Failure::input("--tee nvidia-gpu needs --chain"))?;
+            return run_gpu(&report, &chain, root.as_deref(), nonce.as_deref(), at, json);
+        }
     };
+    if quote.is_some() || collateral.is_some() || root.is_some() || nonce.is_some() {
+        return Err(Failure::input("--quote, --collateral, --root and --nonce are for --tee tdx or nvidia-gpu"));
+    }
     let evidence = match (evidence, report) {
         (Some(path), _) => Evidence::from_cbor(&files::read(&path)?).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?,
         (None, Some(report)) => {
@@ -81,44 +135,131 @@ pub(crate) fn run(command: Command) -> Outcome {
         return Err(Failure::input(format!("the evidence is of kind {}, not {}", evidence.tee.name(), kind.name())));
     }
     let (policy, measurement_checked) = match policy {
-        Some(path) => {
-            let text = files::read_text(&path)?;
-            (Policy::from_toml(&text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?, true)
-        }
+        Some(path) => (read_policy(&path)?, true),
         None => {
-            // Without a policy there is no allow-list: accept the report's own
-            // measurement, and say so.
             let report = SnpReport::parse(&evidence.report).map_err(|e| Failure::rejected(VerifyError::from(e)))?;
-            let open = Policy {
-                version: POLICY_VERSION,
-                allow_simulated: kind == TeeKind::Sim,
-                allow_debug: false,
-                max_vmpl: 0,
-                measurements: vec![hex::encode(report.measurement)],
-                min_tcb: None,
-                job: None,
-            };
-            (open, false)
+            (open_policy(report.measurement, kind == TeeKind::Sim), false)
         }
     };
     let policy = Policy { allow_debug: policy.allow_debug || allow_debug, ..policy };
     let verified = verify_report(&evidence, &policy, at).map_err(Failure::rejected)?;
+    show(&verified.claims, measurement_checked, json);
+    Ok(())
+}
+
+fn read_policy(path: &Path) -> Result<Policy, Failure> {
+    let text = files::read_text(path)?;
+    Policy::from_toml(&text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
+}
+
+/// Without a policy there is no allow-list: accept the report's own
+/// measurement, and say so in the output.
+fn open_policy(measurement: [u8; 48], allow_simulated: bool) -> Policy {
+    Policy {
+        version: POLICY_VERSION,
+        allow_simulated,
+        allow_debug: false,
+        max_vmpl: 0,
+        measurements: vec![hex::encode(measurement)],
+        min_tcb: None,
+        tdx: None,
+        job: None,
+    }
+}
+
+fn show(claims: &Claims, measurement_checked: bool, json: bool) {
     if json {
-        let mut value = serde_json::to_value(&verified.claims).expect("claims serialise");
+        let mut value = serde_json::to_value(claims).expect("claims serialise");
         value["measurement_checked"] = serde_json::Value::Bool(measurement_checked);
         println!("{value}");
     } else {
-        let c = &verified.claims;
-        if c.simulated {
+        if claims.simulated {
             println!("WARNING: SIMULATED evidence: it proves nothing about confidentiality");
         }
-        println!("valid {} report v{} ({:?}, signed by {})", c.tee, c.version, c.product, c.signing_key);
-        println!("measurement  {}{}", c.measurement, if measurement_checked { "" } else { "  (not checked: no --policy)" });
-        println!("host_data    {}", c.host_data);
-        println!("report_data  {}", c.report_data);
-        println!("chip_id      {}", c.chip_id);
-        println!("reported_tcb {}", c.reported_tcb);
-        println!("debug {}  vmpl {}  migration_agent {}", c.debug, c.vmpl, c.migration_agent);
+        print_claims(claims, measurement_checked);
+    }
+}
+
+/// Raw binary, or the same bytes as hex text.
+fn read_binary_or_hex(path: &Path, looks_raw: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, Failure> {
+    let bytes = files::read(path)?;
+    if looks_raw(&bytes) {
+        return Ok(bytes);
+    }
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| hex::decode(text.trim()).ok())
+        .ok_or_else(|| Failure::input(format!("{}: neither raw binary nor hex", path.display())))
+}
+
+fn run_tdx(
+    quote: &Path,
+    collateral: &Path,
+    root: Option<&Path>,
+    policy: Option<Policy>,
+    allow_debug: bool,
+    at: OffsetDateTime,
+    json: bool,
+) -> Outcome {
+    // Raw quotes start with version 4 or 5 as a little-endian u16.
+    let quote_bytes = read_binary_or_hex(quote, |b| matches!(b, [4 | 5, 0, ..]))?;
+    let parsed = TdxQuote::parse(&quote_bytes).map_err(|e| Failure::input(format!("{}: {e}", quote.display())))?;
+    let collateral = TdxCollateral::from_json(&files::read_text(collateral)?)
+        .map_err(|e| Failure::input(format!("{}: {e}", collateral.display())))?;
+    let root = root.map(read_cert).transpose()?;
+    let measurement_checked = policy.is_some();
+    let policy = policy.unwrap_or_else(|| open_policy(parsed.report.mr_td, false));
+    let policy = Policy { allow_debug: policy.allow_debug || allow_debug, ..policy };
+    let evidence = Evidence {
+        version: EVIDENCE_VERSION,
+        tee: TeeKind::Tdx,
+        report: quote_bytes,
+        certs: vec![],
+        keys: EnclavePublicKeys { kem: [0; 32], signing: [0; 32] },
+    };
+    let verified =
+        verify_tdx_report(&evidence, &collateral, root.as_deref(), &policy, at).map_err(Failure::rejected)?;
+    show(&verified.claims, measurement_checked, json);
+    Ok(())
+}
+
+fn run_gpu(report: &Path, chain: &Path, root: Option<&Path>, nonce: Option<&str>, at: OffsetDateTime, json: bool) -> Outcome {
+    // A raw report starts with SPDM 1.1 GET_MEASUREMENTS (0x11 0xE0).
+    let bytes = read_binary_or_hex(report, |b| b.starts_with(&[0x11, 0xE0]))?;
+    let expected_nonce = nonce
+        .map(|text| {
+            hex::decode(text.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| Failure::input(format!("--nonce {text}: not 32 bytes of hex")))
+        })
+        .transpose()?;
+    let gpu = GpuReport::parse(&bytes).map_err(|e| Failure::input(format!("{}: {e}", report.display())))?;
+    let chain_certs =
+        pem_certificates(&files::read_text(chain)?).map_err(|e| Failure::input(format!("{}: {e}", chain.display())))?;
+    let root = root.map(read_cert).transpose()?;
+    gpu.verify(&chain_certs, root.as_deref(), at).map_err(Failure::rejected)?;
+    if let Some(expected) = &expected_nonce {
+        gpu.check_nonce(expected).map_err(Failure::rejected)?;
+    }
+    let claims = serde_json::json!({
+        "tee": "nvidia-gpu",
+        "nonce": hex::encode(gpu.nonce),
+        "nonce_checked": expected_nonce.is_some(),
+        "driver_version": gpu.driver_version(),
+        "vbios_version": gpu.vbios_version(),
+        "measurements": gpu.measurements.iter().map(|m| (m.index.to_string(), serde_json::Value::from(hex::encode(&m.value)))).collect::<serde_json::Map<_, _>>(),
+        "signing_key": "nvidia-device-leaf",
+        "online_checks_not_done": ["ocsp", "rim"],
+    });
+    if json {
+        println!("{claims}");
+    } else {
+        println!("valid nvidia-gpu SPDM measurements ({} blocks)", gpu.measurements.len());
+        println!("nonce        {}{}", hex::encode(gpu.nonce), if expected_nonce.is_some() { "" } else { "  (not checked: no --nonce)" });
+        println!("driver       {}", gpu.driver_version().unwrap_or_default());
+        println!("vbios        {}", gpu.vbios_version().unwrap_or_default());
+        println!("not checked offline: certificate revocation (OCSP), measurements against NVIDIA's RIMs");
     }
     Ok(())
 }
@@ -136,13 +277,17 @@ fn read_cert(path: &Path) -> Result<Vec<u8>, Failure> {
 }
 
 fn raw_evidence(tee: TeeKind, report: &Path, leaf: &Path, chain: &Path) -> Result<Evidence, Failure> {
-    let bytes = files::read(report)?;
-    let report_bytes = if bytes.len() == REPORT_LEN {
-        bytes
-    } else {
-        let text = String::from_utf8(bytes).map_err(|_| Failure::input(format!("{}: neither a raw report nor hex", report.display())))?;
-        hex::decode(text.trim()).map_err(|_| Failure::input(format!("{}: neither a raw report nor hex", report.display())))?
-    };
+    let mut report_bytes = read_binary_or_hex(report, |b| b.len() == REPORT_LEN || HclReport::is_hcl(b))?;
+    if HclReport::is_hcl(&report_bytes) {
+        // Azure: the SNP report is wrapped; its REPORT_DATA must bind the runtime claims.
+        let hcl = HclReport::parse(&report_bytes).map_err(|e| Failure::input(format!("{}: {e}", report.display())))?;
+        if hcl.report_type != HclReportType::Snp {
+            return Err(Failure::input(format!("{}: the HCL report wraps a TD report, not an SEV-SNP report", report.display())));
+        }
+        let inner = SnpReport::parse(&hcl.hw_report).map_err(|e| Failure::rejected(VerifyError::from(e)))?;
+        hcl.check_binding(&inner.report_data).map_err(Failure::rejected)?;
+        report_bytes = hcl.hw_report;
+    }
     let pool = pem_certificates(&files::read_text(chain)?).map_err(|e| Failure::input(format!("{}: {e}", chain.display())))?;
     let chain = CertChain::assemble(read_cert(leaf)?, &pool).map_err(Failure::rejected)?;
     Ok(Evidence {
@@ -153,4 +298,29 @@ fn raw_evidence(tee: TeeKind, report: &Path, leaf: &Path, chain: &Path) -> Resul
         // A raw report binds no sealtune keys; REPORT_DATA is shown, not checked.
         keys: EnclavePublicKeys { kem: [0; 32], signing: [0; 32] },
     })
+}
+
+fn print_claims(c: &Claims, measurement_checked: bool) {
+    println!("valid {} report v{} (signed by {})", c.tee, c.version, c.signing_key);
+    println!("measurement  {}{}", c.measurement, if measurement_checked { "" } else { "  (not checked: no --policy)" });
+    println!("host_data    {}", c.host_data);
+    println!("report_data  {}", c.report_data);
+    println!("debug        {}", c.debug);
+    match &c.platform {
+        PlatformClaims::Snp { product, chip_id, reported_tcb, migration_agent, vmpl } => {
+            println!("product      {product:?}");
+            println!("chip_id      {chip_id}");
+            println!("reported_tcb {reported_tcb}");
+            println!("vmpl {vmpl}  migration_agent {migration_agent}");
+        }
+        PlatformClaims::Tdx { rtmr, mr_seam, tee_tcb_svn, td_attributes, tcb } => {
+            for (i, r) in rtmr.iter().enumerate() {
+                println!("rtmr{i}        {r}");
+            }
+            println!("mr_seam      {mr_seam}");
+            println!("tee_tcb_svn  {tee_tcb_svn}");
+            println!("td_attributes {td_attributes}");
+            println!("tcb_status   {} (advisories: {})", tcb.status, tcb.advisory_ids.join(","));
+        }
+    }
 }

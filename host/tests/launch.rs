@@ -68,6 +68,7 @@ fn policy() -> Policy {
         max_vmpl: 0,
         measurements: vec![hex::encode(measurement)],
         min_tcb: None,
+        tdx: None,
         job: Some(JobTerms {
             max_epsilon: 8.0,
             max_delta: 1e-5,

@@ -42,6 +42,7 @@ pub fn owner_policy() -> Policy {
         max_vmpl: 0,
         measurements: vec![hex(&MEASUREMENT)],
         min_tcb: None,
+        tdx: None,
         job: Some(JobTerms {
             max_epsilon: 8.0,
             max_delta: 1e-5,

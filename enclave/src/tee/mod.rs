@@ -3,6 +3,7 @@
 //! callers cannot tell the simulated platform from real hardware except by
 //! the evidence kind it declares.
 
+pub mod configfs;
 pub mod sim;
 
 use sealtune_attestation::evidence::TeeKind;
@@ -24,6 +25,25 @@ pub enum TeeError {
     /// The platform's files or device could not be used.
     #[error("attestation platform unavailable: {0}")]
     Unavailable(String),
+    /// The configfs-tsm entry belongs to another kind of TEE.
+    #[error("configfs-tsm provider is {found:?}, expected {expected:?}")]
+    WrongProvider {
+        /// The provider the requested TEE kind has.
+        expected: &'static str,
+        /// What the entry says.
+        found: String,
+    },
+    /// Another process wrote to the report entry while we used it.
+    #[error("configfs-tsm generation is {found} after our request, expected {expected}: another writer raced us, the report may not answer our data")]
+    Conflict {
+        /// The generation after exactly our one write.
+        expected: u64,
+        /// The generation read.
+        found: u64,
+    },
+    /// The SEV-SNP certificate table (auxblob) is malformed.
+    #[error("SEV-SNP certificate table: {0}")]
+    CertTable(String),
 }
 
 /// A platform that produces attestation reports.
