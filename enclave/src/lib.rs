@@ -15,6 +15,7 @@
 pub mod key_release;
 pub mod keys;
 pub mod measurement;
+pub mod dpsgd;
 pub mod model;
 pub mod receipt;
 pub mod tee;
