@@ -16,4 +16,5 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod accountant;
 pub mod cbor;
