@@ -4,6 +4,7 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+mod dp;
 mod failure;
 
 use clap::{Parser, Subcommand};
@@ -18,10 +19,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Privacy accounting: the ε of a DP-SGD run, or the noise a budget needs.
+    Dp(dp::Dp),
+}
 
 fn run(command: Command) -> Outcome {
-    match command {}
+    match command {
+        Command::Dp(args) => dp::run(args),
+    }
 }
 
 fn main() -> ExitCode {
