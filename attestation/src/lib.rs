@@ -16,6 +16,7 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod accountant;
 pub mod cbor;
 pub mod snp;
 pub mod binding;

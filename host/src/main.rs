@@ -5,6 +5,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod attest;
+mod dp;
 mod failure;
 mod files;
 mod model;
@@ -42,6 +43,8 @@ enum Command {
         #[command(subcommand)]
         command: model::ModelCommand,
     },
+    /// Privacy accounting: the ε of a DP-SGD run, or the noise a budget needs.
+    Dp(dp::Dp),
 }
 
 fn run(command: Command) -> Outcome {
@@ -51,6 +54,7 @@ fn run(command: Command) -> Outcome {
         Command::Sim(c) => sim::run(c),
         Command::Attest(c) => attest::run(c),
         Command::Model { command } => model::run(command),
+        Command::Dp(args) => dp::run(args),
     }
 }
 
