@@ -22,6 +22,7 @@
 pub(crate) mod clip;
 pub mod engine;
 pub mod noise;
+pub mod plan;
 pub mod sampling;
 pub mod summary;
 

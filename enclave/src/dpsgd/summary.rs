@@ -1,8 +1,11 @@
 //! `training-summary.json`: the public description of a finished DP-SGD job.
 
-use super::engine::{DpSgdConfig, OptimizerConfig, Outcome, Stop};
+use super::engine::{OptimizerConfig, Outcome, Stop};
+use super::plan::Plan;
 use super::sampling::{Layout, PrivacyUnit};
 use super::Result;
+use crate::model::lora::LoraConfig;
+use sealtune_attestation::accountant::ACCOUNTANT_VERSION;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,6 +49,10 @@ pub struct TrainingSummary {
     pub delta: f64,
     /// The δ at which the accountants computed ε.
     pub delta_accounting: f64,
+    /// The accountant that calibrated σ and enforced the budget.
+    pub enforcing_accountant: &'static str,
+    /// The version of the accounting algorithms.
+    pub accountant_version: &'static str,
     /// ε after `steps` steps at `delta_accounting`, by accountant name.
     pub epsilon: BTreeMap<String, f64>,
     /// The physical shape of every step, which the host can observe.
@@ -69,34 +76,17 @@ pub struct TrainingSummary {
 pub const NOISE_SOURCE: &str =
     "ChaCha20 seeded from the OS; each sample the sum of four Box-Muller normals divided by 2 (Opacus secure mode)";
 
-/// The public inputs of a summary besides the engine's configuration and outcome.
-#[derive(Debug, Clone)]
-pub struct JobFacts {
-    /// The privacy unit.
-    pub privacy_unit: PrivacyUnit,
-    /// `N_declared`.
-    pub declared_units: u64,
-    /// The target ε.
-    pub target_epsilon: f64,
-    /// The job's δ.
-    pub delta: f64,
-    /// The δ the accountants work at.
-    pub delta_accounting: f64,
-    /// Overflow probability bound over `max_steps`.
-    pub overflow_probability: f64,
-    /// LoRA configuration.
-    pub lora: crate::model::lora::LoraConfig,
-}
-
 impl TrainingSummary {
-    /// Assembles the summary.
-    pub fn new(config: &DpSgdConfig, outcome: &Outcome, facts: &JobFacts, epsilon: BTreeMap<String, f64>) -> Self {
-        TrainingSummary {
-            privacy_unit: facts.privacy_unit,
-            neighbouring_relation: facts.privacy_unit.neighbouring_relation().to_string(),
+    /// The summary of a run of `plan` that ended with `outcome`, ε recomputed by every
+    /// accountant for the steps actually taken.
+    pub fn new(plan: &Plan, outcome: &Outcome, lora: &LoraConfig) -> Result<Self> {
+        let (config, spec) = (&plan.config, &plan.spec);
+        Ok(TrainingSummary {
+            privacy_unit: spec.privacy_unit,
+            neighbouring_relation: spec.privacy_unit.neighbouring_relation().to_string(),
             sampling: "poisson",
             sampling_rate: config.sampling_rate,
-            declared_units: facts.declared_units,
+            declared_units: spec.declared_units,
             expected_batch: config.expected_batch,
             noise_multiplier: config.noise_multiplier,
             clip: config.clip,
@@ -105,18 +95,20 @@ impl TrainingSummary {
             steps: outcome.steps,
             max_steps: config.max_steps,
             stop: outcome.stop,
-            target_epsilon: facts.target_epsilon,
-            delta: facts.delta,
-            delta_accounting: facts.delta_accounting,
-            epsilon,
+            target_epsilon: spec.epsilon,
+            delta: spec.delta,
+            delta_accounting: plan.delta_accounting,
+            enforcing_accountant: spec.accountant.name(),
+            accountant_version: ACCOUNTANT_VERSION,
+            epsilon: plan.epsilon_by_accountant(outcome.steps)?,
             layout: config.layout,
-            overflow_probability: facts.overflow_probability,
+            overflow_probability: plan.overflow_probability,
             seq_len: config.seq_len,
             optimizer: config.optimizer,
-            lora_rank: facts.lora.rank,
-            lora_alpha: facts.lora.alpha,
-            lora_targets: facts.lora.targets.iter().map(|t| t.peft_name().to_string()).collect(),
-        }
+            lora_rank: lora.rank,
+            lora_alpha: lora.alpha,
+            lora_targets: lora.targets.iter().map(|t| t.peft_name().to_string()).collect(),
+        })
     }
 
     /// Writes the summary as pretty JSON to `dir/training-summary.json`.

@@ -1,6 +1,8 @@
 //! Acceptance tests of the DP-SGD engine on tiny random models.
 
-use super::engine::{DpSgd, DpSgdConfig, OptimizerConfig};
+use super::engine::{DpSgd, DpSgdConfig, OptimizerConfig, Stop};
+use super::plan::JobSpec;
+use super::summary::TrainingSummary;
 use super::noise::GaussianNoise;
 use super::sampling::{binomial_log_pmf, Dataset, Layout, PoissonSampler, PrivacyUnit};
 use super::DpError;
@@ -12,6 +14,7 @@ use crate::model::ModelError;
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use sealtune_attestation::accountant::AccountantKind;
 
 fn tiny_model() -> (Config, Llama) {
     let cfg = tiny_config();
@@ -354,4 +357,76 @@ fn normal_cdf(x: f64) -> f64 {
             + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
     let erfc = t * poly.exp();
     if x >= 0.0 { 1.0 - 0.5 * erfc } else { 0.5 * erfc }
+}
+
+fn mean_nll(model: &Llama, params: &LoraParams, records: &[Vec<u32>]) -> f64 {
+    let batch = TokenBatch::new(records, 12, DType::F32, &Device::Cpu).unwrap();
+    let losses = model.per_example_nll(&batch, Adapters::Shared(params)).unwrap();
+    losses.mean_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+/// Counting sequences `s, s+1, s+2, …` (mod vocab) from random starts.
+fn counting(n: usize, seed: u64, vocab: u32) -> Vec<Vec<u32>> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    (0..n).map(|_| {
+        let s = rng.gen_range(0..vocab);
+        (0..13).map(|i| (s + i) % vocab).collect()
+    }).collect()
+}
+
+fn small_job(max_steps: u64) -> JobSpec {
+    JobSpec {
+        epsilon: 8.0,
+        delta: 1e-5,
+        clip: 1.0,
+        expected_batch: 64.0,
+        declared_units: 512,
+        max_steps,
+        privacy_unit: PrivacyUnit::Record,
+        seq_len: 12,
+        micro_batch: 32,
+        optimizer: OptimizerConfig::adamw(2e-2),
+        accountant: AccountantKind::Rdp,
+    }
+}
+
+#[test]
+fn training_at_epsilon_8_lowers_held_out_loss() {
+    let (cfg, model) = tiny_model();
+    let vocab = cfg.vocab_size as u32;
+    let plan = small_job(40).plan().unwrap();
+    assert!(plan.config.noise_multiplier > 0.3, "σ = {}", plan.config.noise_multiplier);
+    let lora = LoraConfig::new(4, 8.0, &["q", "k", "v", "o", "gate", "up", "down"]).unwrap();
+    let params = LoraParams::init(&cfg, lora.clone(), &mut ChaCha20Rng::seed_from_u64(1), DType::F32, &Device::Cpu).unwrap();
+    let held_out = counting(64, 1000, vocab);
+    let before = mean_nll(&model, &params, &held_out);
+    let data = Dataset::records(counting(512, 7, vocab));
+    let mut trainer = DpSgd::new(&model, params, plan.config).unwrap();
+    let mut seen = Vec::new();
+    let outcome = trainer.train(&data, 8.0, &mut plan.ledger(), &mut |p| seen.push(p)).unwrap();
+    assert_eq!(outcome.stop, Stop::MaxSteps);
+    assert_eq!(outcome.steps, 40);
+    assert_eq!(seen.iter().map(|p| p.step).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+    assert!(seen.windows(2).all(|w| w[0].epsilon < w[1].epsilon) && outcome.epsilon <= 8.0);
+    let after = mean_nll(&model, trainer.params(), &held_out);
+    assert!(after < before - 1.0, "held-out NLL {before} -> {after}");
+
+    let summary = TrainingSummary::new(&plan, &outcome, &lora).unwrap();
+    assert!(summary.epsilon["rdp"] <= 8.0 && summary.epsilon["pld"] <= summary.epsilon["rdp"], "{:?}", summary.epsilon);
+    assert_eq!(summary.expected_batch, 64.0);
+    assert_eq!(summary.sampling_rate, 0.125);
+    assert!(summary.delta_accounting + (1.0 + 8f64.exp()) * summary.overflow_probability <= 1e-5);
+}
+
+#[test]
+fn training_stops_when_the_next_step_would_exceed_the_budget() {
+    let (cfg, model) = tiny_model();
+    let plan = small_job(10).plan().unwrap();
+    let params = LoraParams::init(&cfg, LoraConfig::new(2, 4.0, &["q", "v"]).unwrap(), &mut ChaCha20Rng::seed_from_u64(1), DType::F32, &Device::Cpu).unwrap();
+    let mut trainer = DpSgd::new(&model, params, plan.config).unwrap();
+    let mut reports = 0;
+    let mut accountant = |steps: u64| Ok(steps as f64 * 0.4);
+    let outcome = trainer.train(&Dataset::records(counting(512, 3, 64)), 1.0, &mut accountant, &mut |_| reports += 1).unwrap();
+    assert_eq!((outcome.steps, outcome.stop, reports), (2, Stop::Budget, 2));
+    assert!((outcome.epsilon - 0.8).abs() < 1e-12);
 }
