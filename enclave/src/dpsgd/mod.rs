@@ -20,6 +20,7 @@
 //! gradient norm or clipping statistic. See `docs/dp-sgd.md`.
 
 pub(crate) mod clip;
+pub mod dev;
 pub mod engine;
 pub mod noise;
 pub mod plan;

@@ -430,3 +430,15 @@ fn training_stops_when_the_next_step_would_exceed_the_budget() {
     assert_eq!((outcome.steps, outcome.stop, reports), (2, Stop::Budget, 2));
     assert!((outcome.epsilon - 0.8).abs() < 1e-12);
 }
+
+#[test]
+fn jsonl_records_carry_text_or_messages_and_optional_user_ids() {
+    let (texts, users) = super::dev::parse_jsonl("{\"text\": \"a b\"}\n\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n").unwrap();
+    assert_eq!(texts, vec!["a b".to_string(), "<|im_start|>user\nhi<|im_end|>\n".to_string()]);
+    assert_eq!(users, None);
+    let (_, users) = super::dev::parse_jsonl("{\"text\": \"a\", \"user_id\": 7}\n{\"text\": \"b\", \"user_id\": \"x\"}").unwrap();
+    assert_eq!(users, Some(vec!["7".to_string(), "x".to_string()]));
+    // Errors name the line but never echo the (private) record.
+    let err = super::dev::parse_jsonl("{\"text\": \"fine\"}\n{\"txet\": \"SECRET\"}").unwrap_err().to_string();
+    assert!(err.contains("line 2") && !err.contains("SECRET") && !err.contains("txet"), "{err}");
+}
