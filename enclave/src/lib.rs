@@ -16,6 +16,7 @@ pub mod corpus;
 pub mod key_release;
 pub mod keys;
 pub mod measurement;
+pub mod dpsgd;
 pub mod model;
 pub mod receipt;
 pub mod service;

@@ -4,12 +4,13 @@
 
 mod key_release_cmd;
 mod serve_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sealtune-enclave", version, about = "The sealtune enclave program")]
+#[command(name = "sealtune-enclave", version, about = "The trusted program: key release, decryption, DP-SGD training")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,6 +24,9 @@ enum Command {
     KeyRelease(key_release_cmd::Args),
     /// Serve attested TLS sessions for one job (owners' grants, status, outputs).
     Serve(serve_cmd::Args),
+    /// DP-SGD fine-tuning of LoRA adapters on a plaintext JSON Lines file (development
+    /// entry point). Writes a PEFT adapter and training-summary.json to --out.
+    Train(train_cmd::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
             .map_err(|e| format!("cannot measure this executable: {e}")),
         Command::KeyRelease(args) => key_release_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,9 +48,11 @@ impl TokenBatch {
             let s = s.as_ref();
             let n = s.len().saturating_sub(1).min(seq_len);
             let row = i * seq_len;
-            input[row..row + n].copy_from_slice(&s[..n]);
-            labels[row..row + n].copy_from_slice(&s[1..=n]);
-            mask[row..row + n].fill(1.0);
+            if n > 0 {
+                input[row..row + n].copy_from_slice(&s[..n]);
+                labels[row..row + n].copy_from_slice(&s[1..=n]);
+                mask[row..row + n].fill(1.0);
+            }
             token_counts.push(n);
             inv_counts.push(if n == 0 { 0.0 } else { 1.0 / n as f64 });
         }

@@ -34,7 +34,7 @@ pub mod lora;
 pub mod tokenizer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::PathBuf;
 

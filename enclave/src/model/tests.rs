@@ -16,7 +16,7 @@ use std::path::Path;
 const ALL_TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
 
 /// Widths are multiples of 32 so that the weights can be written in GGUF's block formats.
-fn tiny_config() -> Config {
+pub(crate) fn tiny_config() -> Config {
     Config {
         architecture: Architecture::Llama,
         hidden_size: 32,
@@ -43,7 +43,7 @@ fn uniform(rng: &mut ChaCha20Rng, shape: &[usize], lo: f64, hi: f64) -> Tensor {
 }
 
 /// Random weights under Hugging Face names, f32.
-fn random_weights(cfg: &Config, seed: u64) -> Vec<(String, Tensor)> {
+pub(crate) fn random_weights(cfg: &Config, seed: u64) -> Vec<(String, Tensor)> {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let (h, i, q, kv) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
     let mut shapes: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h])];
@@ -181,7 +181,7 @@ fn write_gguf(path: &Path, cfg: &Config, weights: &[(String, Tensor)], matrix_dt
     gguf_file::write(&mut file, &meta_refs, &tensor_refs).unwrap();
 }
 
-fn model_from(cfg: &Config, weights: &[(String, Tensor)], dtype: DType) -> Llama {
+pub(crate) fn model_from(cfg: &Config, weights: &[(String, Tensor)], dtype: DType) -> Llama {
     let w = Weights::new(weights.iter().cloned().collect(), dtype, &Device::Cpu).unwrap();
     Llama::load(&w, cfg).unwrap()
 }
@@ -200,7 +200,7 @@ fn max_abs(a: &Tensor) -> f64 {
 
 /// Adapters on every target with random (non-zero) B, so that every tensor has a
 /// non-trivial gradient: at PEFT's initialisation B = 0 and so dL/dA = 0 exactly.
-fn random_lora(cfg: &Config, dtype: DType, seed: u64) -> LoraParams {
+pub(crate) fn random_lora(cfg: &Config, dtype: DType, seed: u64) -> LoraParams {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let params = LoraParams::init(cfg, LoraConfig::new(2, 4.0, &ALL_TARGETS).unwrap(), &mut rng, dtype, &Device::Cpu).unwrap();
     for t in params.tensors() {
@@ -431,12 +431,13 @@ fn padding_does_not_change_a_sequence_loss() {
     let model = model_from(&cfg, &random_weights(&cfg, 14), DType::F64);
     let seq = vec![5u32, 9, 2, 33, 7];
     let exact = TokenBatch::new(&[&seq], seq.len() - 1, DType::F64, &Device::Cpu).unwrap();
-    let padded = TokenBatch::new(&[&seq, &vec![1u32]], 12, DType::F64, &Device::Cpu).unwrap();
+    let padded = TokenBatch::new(&[&seq, &vec![1u32], &vec![]], 12, DType::F64, &Device::Cpu).unwrap();
     let a = model.per_example_nll(&exact, Adapters::None).unwrap().to_vec1::<f64>().unwrap();
     let b = model.per_example_nll(&padded, Adapters::None).unwrap().to_vec1::<f64>().unwrap();
     assert!((a[0] - b[0]).abs() < 1e-12, "{a:?} {b:?}");
     assert_eq!(b[1], 0.0, "a one-token sequence predicts nothing");
-    assert_eq!(padded.token_counts(), &[4, 0]);
+    assert_eq!(b[2], 0.0, "nor does an empty one");
+    assert_eq!(padded.token_counts(), &[4, 0, 0]);
     // A near-uniform random model: the mean NLL is close to ln(vocab).
     assert!((a[0] - (cfg.vocab_size as f64).ln()).abs() < 1.5, "{a:?}");
 }
