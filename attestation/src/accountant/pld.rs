@@ -44,9 +44,10 @@ const LOWER_TAIL: f64 = 1e-14;
 /// Share of δ spent on truncating the upper tails.
 const TAIL_SHARE: f64 = 1e-3;
 
-/// δ̃ construction: how much above the certified pointwise bounds the
-/// targets sit, so that rounding in the construction cannot dip below them.
-const CONSTRUCTION_SLACK: [f64; 3] = [1e-10, 1e-8, 1e-6];
+/// δ̃ construction: how far above the certified pointwise bounds the
+/// targets sit, in multiples of the curve's rounding allowance n·u, so that
+/// rounding in the construction cannot dip below them.
+const CONSTRUCTION_SLACK: [f64; 3] = [16.0, 1.6e3, 1.6e5];
 
 /// The PLD accountant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,13 +217,18 @@ impl Discrete {
         let i_hi = ((hi / h).ceil() as i64).max(i_lo + 2);
         let n = (i_hi - i_lo + 1) as usize;
         let bound: Vec<f64> = (0..n).map(|j| hockey_stick_upper(dir, q, sigma, (i_lo + j as i64) as f64 * h)).collect();
+        let rounding = 1.0 - 8.0 * n as f64 * U;
         for slack in CONSTRUCTION_SLACK {
-            let target: Vec<f64> = bound.iter().map(|b| b * (1.0 + slack)).collect();
-            let candidate = Self::connect_dots(&target, h, i_lo);
-            let curve = candidate.finite_curve();
-            let rounding = 1.0 - 8.0 * n as f64 * U;
-            if curve.iter().zip(&bound).all(|(f, b)| (candidate.inf + f) * rounding >= *b) {
-                return Ok(candidate);
+            let target: Vec<f64> = bound.iter().map(|b| b * (1.0 + slack * n as f64 * U)).collect();
+            // Taking the excess mass off the bottom keeps the ℓ1 error at the
+            // rounding level but can lower the curve where δ ≈ 1 on coarse
+            // grids; charging it to the error term never touches the curve.
+            for trim in [true, false] {
+                let candidate = Self::connect_dots(&target, h, i_lo, trim);
+                let curve = candidate.finite_curve();
+                if curve.iter().zip(&bound).all(|(f, b)| (candidate.inf + f) * rounding >= *b) {
+                    return Ok(candidate);
+                }
             }
         }
         Err(AccountantError::NumericalCheck("dominating discretisation"))
@@ -233,7 +239,7 @@ impl Discrete {
     /// in e^ε, stays at the last value beyond the grid, and reaches 1 at
     /// ε = −∞. Mass at grid point j is the jump in slope there:
     /// ω_j = (Δ_{j+1} − Δ_j)/(e^h − 1) − Δ_j with Δ_j = target_j − target_{j−1}.
-    fn connect_dots(target: &[f64], h: f64, i_lo: i64) -> Self {
+    fn connect_dots(target: &[f64], h: f64, i_lo: i64, trim: bool) -> Self {
         let n = target.len();
         let em1 = libm::expm1(h);
         let mut p = vec![0.0; n];
@@ -246,12 +252,13 @@ impl Discrete {
         // The slack on the targets and clamped rounding noise leave slightly
         // more than total mass 1. Mass at the lowest points barely enters the
         // curve (at grid point j it weighs 1 − e^{(j−k)h}, and bin 0 not at
-        // all), so the excess comes off the bottom; the caller verifies the
-        // curve afterwards.
+        // all), so with `trim` the excess comes off the bottom and the caller
+        // verifies the curve; otherwise it is counted as ℓ1 error.
         let mut excess = neumaier_sum(&p[1..]) + inf - 1.0;
+        let mut charged = 0.0;
         if excess < 0.0 {
             p[0] = -excess;
-        } else {
+        } else if trim {
             for mass in p[1..].iter_mut() {
                 let take = mass.min(excess);
                 *mass -= take;
@@ -260,11 +267,13 @@ impl Discrete {
                     break;
                 }
             }
+        } else {
+            charged = excess;
         }
         // What remains is the rounding of the total: the stored masses are
         // within that ℓ1 distance of an exactly normalised distribution.
-        let total = neumaier_sum(&p) + inf;
-        Discrete { h, lo: i_lo, p, inf, err: (total - 1.0).abs() + 4.0 * U }
+        let total = neumaier_sum(&p) + inf - charged;
+        Discrete { h, lo: i_lo, p, inf, err: charged + (total - 1.0).abs() + 4.0 * U }
     }
 
     /// F_j = Σ_{k>j} p_k (1 − e^{(j−k)h}) for every grid index j, by a

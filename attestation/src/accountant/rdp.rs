@@ -119,8 +119,11 @@ pub(crate) fn rdp_step(q: f64, sigma: f64, alpha: f64) -> f64 {
     } else {
         log_a_frac(q, sigma, alpha)
     };
-    // Rounding can push ln A a hair below 0 although A ≥ 1.
-    (log_a / (alpha - 1.0)).max(0.0)
+    // Rounding can push ln A a hair below 0 although A ≥ 1. By joint
+    // convexity of e^{(α−1)D_α}, subsampling never raises RDP above the
+    // plain Gaussian's α/(2σ²); the series can (cancellation for small σ and
+    // q near 1 falls back to absolute sums), so that cap applies.
+    (log_a / (alpha - 1.0)).clamp(0.0, alpha / (2.0 * sigma * sigma))
 }
 
 fn log_add(x: f64, y: f64) -> f64 {
