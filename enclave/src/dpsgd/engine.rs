@@ -81,7 +81,7 @@ impl DpSgdConfig {
         if !(c.noise_multiplier.is_finite() && c.noise_multiplier >= 0.0) {
             return Err(DpError::bad("noise_multiplier", "must be a non-negative number"));
         }
-        if !(c.clip > 0.0) || (c.clip.is_infinite() && c.noise_multiplier > 0.0) {
+        if c.clip.is_nan() || c.clip <= 0.0 || (c.clip.is_infinite() && c.noise_multiplier > 0.0) {
             return Err(DpError::bad("clip", "must be positive, and finite when there is noise"));
         }
         if c.seq_len < 2 || c.seq_len > model.config().max_seq_len {
@@ -233,7 +233,7 @@ impl<'m> DpSgd<'m> {
         let mut epsilon = if self.steps == 0 { 0.0 } else { accountant.epsilon_after(self.steps)? };
         while self.steps < self.config.max_steps {
             let next = accountant.epsilon_after(self.steps + 1)?;
-            if !(next <= target_epsilon) {
+            if next.is_nan() || next > target_epsilon {
                 return Ok(Outcome { steps: self.steps, epsilon, stop: Stop::Budget });
             }
             self.step(data)?;
