@@ -2,6 +2,20 @@
 
 use sealtune_attestation::manifest::{BaseModel, DatasetRef, JobManifest, LoraTerms, PrivacyTerms, TrainingTerms, MANIFEST_VERSION};
 use sealtune_attestation::policy::{JobTerms, Policy, POLICY_VERSION};
+use sealtune_enclave::tee::sim::SimPlatform;
+use std::sync::OnceLock;
+
+/// The simulated platform of this test binary: generated once (RSA key
+/// generation is the slow part), loaded fresh for each caller.
+pub fn sim_platform() -> SimPlatform {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        SimPlatform::generate().save(dir.path()).expect("saving the simulated platform");
+        dir
+    });
+    SimPlatform::load(dir.path()).expect("loading the simulated platform")
+}
 
 /// The measurement tests launch simulated guests with.
 pub const MEASUREMENT: [u8; 48] = [0x5e; 48];

@@ -14,26 +14,15 @@ use sealtune_attestation::verify::VerifyError;
 use sealtune_enclave::key_release::KeyRelease;
 use sealtune_enclave::keys::EnclaveKeys;
 use sealtune_enclave::service::{codec, tls, ServiceError, ServiceHandle};
-use sealtune_enclave::tee::sim::{SimLaunch, SimPlatform, SimTee};
+use sealtune_enclave::tee::sim::{SimLaunch, SimTee};
 use sealtune_host::client::{connect, tls_config, ClientError, JobStatus};
-use sealtune_tests::fixtures::{manifest, owner_policy, MEASUREMENT};
+use sealtune_tests::fixtures::{manifest, owner_policy, sim_platform, MEASUREMENT};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::Framed;
-
-/// One simulated platform per test binary (RSA key generation is the slow part).
-fn platform() -> SimPlatform {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        SimPlatform::generate().save(dir.path()).unwrap();
-        dir
-    });
-    SimPlatform::load(dir.path()).unwrap()
-}
 
 struct Job {
     owner: IdentityKey,
@@ -48,7 +37,7 @@ async fn start_job() -> Job {
     let owner = IdentityKey::generate();
     let dataset = [0xda; 32];
     let manifest = manifest(&[(dataset, owner.public())]);
-    let tee = SimTee::launch(platform(), SimLaunch::new(MEASUREMENT, manifest.hash()));
+    let tee = SimTee::launch(sim_platform(), SimLaunch::new(MEASUREMENT, manifest.hash()));
     let service = ServiceHandle::new(KeyRelease::new(manifest.clone(), tee)).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let enclave = listener.local_addr().unwrap();

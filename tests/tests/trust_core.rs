@@ -10,21 +10,9 @@ use sealtune_attestation::policy::Policy;
 use sealtune_attestation::snp::report::SIGNED_LEN;
 use sealtune_attestation::verify::{verify_report, BoundEvidence, VerifyError};
 use sealtune_enclave::key_release::KeyRelease;
-use sealtune_enclave::tee::sim::{SimLaunch, SimPlatform, SimTee};
-use sealtune_tests::fixtures::{manifest, owner_policy, MEASUREMENT};
-use std::sync::OnceLock;
+use sealtune_enclave::tee::sim::{SimLaunch, SimTee};
+use sealtune_tests::fixtures::{manifest, owner_policy, sim_platform, MEASUREMENT};
 use time::OffsetDateTime;
-
-/// One simulated platform per test binary (RSA key generation is the slow part).
-fn platform() -> SimPlatform {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        SimPlatform::generate().save(dir.path()).unwrap();
-        dir
-    });
-    SimPlatform::load(dir.path()).unwrap()
-}
 
 struct Setup {
     owner: IdentityKey,
@@ -39,7 +27,7 @@ fn setup_with(launch: impl FnOnce(&mut SimLaunch)) -> Setup {
     let manifest = manifest(&[(dataset, owner.public())]);
     let mut l = SimLaunch::new(MEASUREMENT, manifest.hash());
     launch(&mut l);
-    let enclave = KeyRelease::new(manifest.clone(), SimTee::launch(platform(), l));
+    let enclave = KeyRelease::new(manifest.clone(), SimTee::launch(sim_platform(), l));
     Setup { owner, dataset, manifest, enclave }
 }
 
@@ -160,7 +148,7 @@ fn a_grant_replayed_to_another_enclave_is_refused() {
     let grant = make_grant(&bound, &s.manifest, &owner_policy(), &s.dataset, &[1; 32], &s.owner).unwrap();
 
     // Same job, same platform, but another enclave instance (other keys).
-    let mut twin = KeyRelease::new(s.manifest.clone(), SimTee::launch(platform(), SimLaunch::new(MEASUREMENT, s.manifest.hash())));
+    let mut twin = KeyRelease::new(s.manifest.clone(), SimTee::launch(sim_platform(), SimLaunch::new(MEASUREMENT, s.manifest.hash())));
     twin.challenge(&nonce).unwrap();
     assert!(matches!(twin.accept(&grant), Err(GrantError::WrongEnclave)));
 }
@@ -176,7 +164,7 @@ fn a_grant_for_another_manifest_is_refused() {
 
     let mut other = a.manifest.clone();
     other.job_id = "another job".into();
-    let b = KeyRelease::new(other.clone(), SimTee::launch(platform(), SimLaunch::new(MEASUREMENT, other.hash())));
+    let b = KeyRelease::new(other.clone(), SimTee::launch(sim_platform(), SimLaunch::new(MEASUREMENT, other.hash())));
     assert!(matches!(b.accept(&grant), Err(GrantError::ManifestMismatch)));
 
     // And an owner cannot be talked into granting with a manifest other than the one bound.
