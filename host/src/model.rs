@@ -10,7 +10,8 @@ use sealtune_enclave::model::export::load_adapter;
 use sealtune_enclave::model::generate::{generate, perplexity};
 use sealtune_enclave::model::load::{load_checkpoint, Checkpoint};
 use sealtune_enclave::model::lora::{Adapters, LoraParams};
-use sealtune_enclave::model::tokenizer::{decode, encode, TextRecord};
+use sealtune_attestation::sealed::record::Record;
+use sealtune_enclave::model::tokenizer::{decode, encode, record_text};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
@@ -79,10 +80,8 @@ pub(crate) fn run(command: ModelCommand) -> Outcome {
             let text = std::fs::read_to_string(&data).map_err(|e| Failure::input(format!("{}: {e}", data.display())))?;
             let mut sequences = Vec::new();
             for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let record: TextRecord = serde_json::from_str(line).map_err(|e| {
-                    Failure::input(format!("{} line {}: {e} (expected a `text` field or a `messages` list)", data.display(), n + 1))
-                })?;
-                sequences.push(encode(tokenizer, &record.to_text()).map_err(Failure::input)?);
+                let record = Record::parse(line).map_err(|reason| Failure::input(format!("{} line {}: {reason}", data.display(), n + 1)))?;
+                sequences.push(encode(tokenizer, &record_text(&record)).map_err(Failure::input)?);
             }
             let result = perplexity(&loaded.model, loaded.adapters(), &sequences, window, 4).map_err(Failure::input)?;
             if result.tokens == 0 {

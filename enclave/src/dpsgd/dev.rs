@@ -11,12 +11,11 @@ use crate::model::decoder::Llama;
 use crate::model::export::save_adapter;
 use crate::model::load::load_checkpoint;
 use crate::model::lora::{LoraConfig, LoraParams};
-use crate::model::tokenizer::{encode, TextRecord};
+use crate::model::tokenizer::{encode, record_text};
 use crate::model::ModelError;
 use candle_core::{DType, Device};
 use rand_chacha::rand_core::{OsRng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use serde::Deserialize;
 use std::path::PathBuf;
 
 /// How long to train.
@@ -66,51 +65,18 @@ pub struct TrainRequest {
     pub accountant: sealtune_attestation::accountant::AccountantKind,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum UserId {
-    Text(String),
-    Number(serde_json::Number),
-}
-
-#[derive(Deserialize)]
-struct Line {
-    #[serde(flatten)]
-    record: TextRecord,
-    user_id: Option<UserId>,
-}
-
-/// Parses JSON Lines records; returns their texts and, if every record has a `user_id`,
-/// the user ids (mixing records with and without one is refused). Errors name the line,
-/// never its content.
+/// Parses JSON Lines records (the corpus record format of
+/// `attestation::sealed::record`); returns their texts and, if every record
+/// has a `user_id`, the user ids (mixing records with and without one is
+/// refused). Errors name the line, never its content.
 pub fn parse_jsonl(text: &str) -> Result<(Vec<String>, Option<Vec<String>>)> {
-    let mut texts = Vec::new();
-    let mut users = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let parsed: Line = serde_json::from_str(line).map_err(|e| {
-            DpError::bad("data", format!("line {}: expected a `text` field or a `messages` list ({})", n + 1, json_problem(&e)))
-        })?;
-        texts.push(parsed.record.to_text());
-        users.push(parsed.user_id.map(|u| match u {
-            UserId::Text(s) => s,
-            UserId::Number(n) => n.to_string(),
-        }));
-    }
-    let with_user = users.iter().filter(|u| u.is_some()).count();
-    match with_user {
+    let records = sealtune_attestation::sealed::record::parse_jsonl(text).map_err(|e| DpError::bad("data", e.to_string()))?;
+    let texts = records.iter().map(record_text).collect();
+    let users: Vec<Option<String>> = records.iter().map(|r| r.user_id.clone()).collect();
+    match users.iter().filter(|u| u.is_some()).count() {
         0 => Ok((texts, None)),
         n if n == users.len() => Ok((texts, Some(users.into_iter().flatten().collect()))),
         _ => Err(DpError::bad("user_id", "either every record carries a `user_id` or none does")),
-    }
-}
-
-/// The kind of a JSON error without its message, which may quote the record.
-fn json_problem(e: &serde_json::Error) -> &'static str {
-    match e.classify() {
-        serde_json::error::Category::Io => "read error",
-        serde_json::error::Category::Syntax => "invalid JSON",
-        serde_json::error::Category::Data => "wrong fields",
-        serde_json::error::Category::Eof => "truncated JSON",
     }
 }
 

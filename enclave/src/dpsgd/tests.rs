@@ -433,11 +433,14 @@ fn training_stops_when_the_next_step_would_exceed_the_budget() {
 
 #[test]
 fn jsonl_records_carry_text_or_messages_and_optional_user_ids() {
-    let (texts, users) = super::dev::parse_jsonl("{\"text\": \"a b\"}\n\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n").unwrap();
+    let (texts, users) = super::dev::parse_jsonl("{\"text\": \"a b\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n").unwrap();
     assert_eq!(texts, vec!["a b".to_string(), "<|im_start|>user\nhi<|im_end|>\n".to_string()]);
     assert_eq!(users, None);
-    let (_, users) = super::dev::parse_jsonl("{\"text\": \"a\", \"user_id\": 7}\n{\"text\": \"b\", \"user_id\": \"x\"}").unwrap();
+    let (_, users) = super::dev::parse_jsonl("{\"text\": \"a\", \"user_id\": \"7\"}\n{\"text\": \"b\", \"user_id\": \"x\"}").unwrap();
     assert_eq!(users, Some(vec!["7".to_string(), "x".to_string()]));
+    // The corpus format is strict: blank lines and non-string user ids are refused.
+    assert!(super::dev::parse_jsonl("{\"text\": \"a\"}\n\n").is_err());
+    assert!(super::dev::parse_jsonl("{\"text\": \"a\", \"user_id\": 7}").is_err());
     // Errors name the line but never echo the (private) record.
     let err = super::dev::parse_jsonl("{\"text\": \"fine\"}\n{\"txet\": \"SECRET\"}").unwrap_err().to_string();
     assert!(err.contains("line 2") && !err.contains("SECRET") && !err.contains("txet"), "{err}");

@@ -3,7 +3,7 @@
 use super::{ModelError, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
-use serde::Deserialize;
+use sealtune_attestation::sealed::record::{Content, Record};
 use std::path::Path;
 use tokenizers::pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence};
 use tokenizers::Tokenizer;
@@ -46,42 +46,15 @@ pub fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
     tokenizer.decode(ids, true).map_err(|e| ModelError::Tokenizer(e.to_string()))
 }
 
-/// One chat message of a record.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Message {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    /// The message text.
-    pub content: String,
-}
-
-/// One JSON Lines record: plain text, or a chat as a list of messages.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum TextRecord {
-    /// `{"text": "..."}`
-    Text {
-        /// The text.
-        text: String,
-    },
-    /// `{"messages": [{"role": "user", "content": "..."}, ...]}`
-    Chat {
-        /// The messages in order.
-        messages: Vec<Message>,
-    },
-}
-
-impl TextRecord {
-    /// The text the model is trained or evaluated on. Chats use the ChatML template of
-    /// SmolLM2 and Qwen2 (`<|im_start|>role\ncontent<|im_end|>\n`); GGUF's Jinja chat
-    /// templates are not interpreted.
-    pub fn to_text(&self) -> String {
-        match self {
-            TextRecord::Text { text } => text.clone(),
-            TextRecord::Chat { messages } => messages
-                .iter()
-                .map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content))
-                .collect(),
+/// The text the model is trained or evaluated on for a corpus record. Chats
+/// use the ChatML template of SmolLM2 and Qwen2
+/// (`<|im_start|>role\ncontent<|im_end|>\n`); GGUF's Jinja chat templates are
+/// not interpreted.
+pub fn record_text(record: &Record) -> String {
+    match &record.content {
+        Content::Text(text) => text.clone(),
+        Content::Messages(messages) => {
+            messages.iter().map(|m| format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content)).collect()
         }
     }
 }
