@@ -3,12 +3,10 @@
 //! does not outlive its launcher.
 
 use sealtune_attestation::identity::IdentityKey;
-use sealtune_attestation::manifest::{
-    BaseModel, DatasetRef, JobManifest, LoraTerms, PrivacyTerms, TrainingTerms, MANIFEST_VERSION,
-};
-use sealtune_attestation::policy::{JobTerms, Policy, POLICY_VERSION};
+use sealtune_attestation::policy::Policy;
 use sealtune_attestation::protocol::Phase;
 use sealtune_host::client::connect;
+use sealtune_tests::fixtures::{manifest, owner_policy};
 use sha2::{Digest, Sha384};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,46 +34,10 @@ async fn spawn(args: &[&str]) -> (tokio::process::Child, serde_json::Value) {
     (child, serde_json::from_str(&line).unwrap())
 }
 
-fn job(dataset: [u8; 32], owner: [u8; 32]) -> JobManifest {
-    JobManifest {
-        version: MANIFEST_VERSION,
-        job_id: "launch-test".into(),
-        base_model: BaseModel { name: "tiny".into(), sha256: [0xb0; 32] },
-        lora: LoraTerms { rank: 8, alpha: 16.0, targets: vec!["q".into(), "v".into()] },
-        training: TrainingTerms { optimizer: "adamw".into(), learning_rate: 1e-3, max_seq_len: 128 },
-        privacy: PrivacyTerms {
-            epsilon: 8.0,
-            delta: 1e-5,
-            clip_norm: 1.0,
-            sampling_rate: 0.01,
-            expected_batch_size: 10.0,
-            max_steps: 100,
-            accountant: "pld".into(),
-            privacy_unit: "record".into(),
-        },
-        datasets: vec![DatasetRef { commitment: dataset, owner }],
-        recipients: vec![[0xfe; 32].into()],
-    }
-}
-
 /// An owner policy that trusts exactly this build of the enclave on the simulated platform.
 fn policy() -> Policy {
     let measurement = Sha384::digest(std::fs::read(enclave_bin()).unwrap());
-    Policy {
-        version: POLICY_VERSION,
-        allow_simulated: true,
-        allow_debug: false,
-        max_vmpl: 0,
-        measurements: vec![hex::encode(measurement)],
-        min_tcb: None,
-        tdx: None,
-        job: Some(JobTerms {
-            max_epsilon: 8.0,
-            max_delta: 1e-5,
-            base_models: vec![hex::encode([0xb0; 32])],
-            recipients: vec![hex::encode([0xfe; 32])],
-        }),
-    }
+    Policy { measurements: vec![hex::encode(measurement)], ..owner_policy() }
 }
 
 fn p(path: &Path) -> &str {
@@ -90,7 +52,7 @@ async fn launch_relays_an_attested_session_to_the_simulated_enclave() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let owner = IdentityKey::generate();
     let dataset = [0xda; 32];
-    let manifest = job(dataset, owner.public());
+    let manifest = manifest(&[(dataset, owner.public())]);
     let manifest_path = dir.path().join("job.cbor");
     std::fs::write(&manifest_path, manifest.to_cbor()).unwrap();
 
@@ -123,7 +85,7 @@ async fn launch_relays_an_attested_session_to_the_simulated_enclave() {
 async fn launch_refuses_a_missing_platform_or_enclave_program() {
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = dir.path().join("job.cbor");
-    std::fs::write(&manifest_path, job([1; 32], [2; 32]).to_cbor()).unwrap();
+    std::fs::write(&manifest_path, manifest(&[([1; 32], [2; 32])]).to_cbor()).unwrap();
     let base = ["host", "launch", "--manifest", p(&manifest_path), "--listen", "127.0.0.1:0"];
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sealtune")).args(base).args(["--tee", "sim"]).output().unwrap();
