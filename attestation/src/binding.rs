@@ -14,6 +14,15 @@ pub const RECEIPT_TAG: &[u8] = b"sealtune/v1/receipt";
 /// Domain tag for evidence that answers a challenge inside attested TLS.
 pub const ATTESTED_TLS_TAG: &[u8] = b"sealtune/v1/attested-tls";
 
+/// Domain tag of a recipient's signature that asks for a job's outputs.
+pub const FETCH_OUTPUTS_TAG: &[u8] = b"sealtune/v1/fetch-outputs";
+
+/// What a recipient signs to fetch a job's outputs on one TLS session:
+/// tag ‖ exporter. The signature is worthless on any other session.
+pub fn fetch_outputs_message(exporter: &[u8; TLS_EXPORTER_LEN]) -> Vec<u8> {
+    [FETCH_OUTPUTS_TAG, exporter.as_slice()].concat()
+}
+
 /// The TLS exporter label (RFC 8446 §7.5; no context) both ends of an
 /// attested session derive [`TLS_EXPORTER_LEN`] bytes with.
 pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-sealtune-attested-tls";

@@ -3,6 +3,7 @@
 //! launched with, so a report names exactly one job.
 
 use crate::cbor::{self, CborError};
+use crate::identity::{verify_signature, IdentityKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -98,6 +99,79 @@ pub struct DatasetRef {
     pub owner: [u8; 32],
 }
 
+/// The format version of a vendor-signed job file.
+pub const SIGNED_MANIFEST_VERSION: u32 = 1;
+
+/// Domain tag of the vendor's signature over a manifest.
+pub const MANIFEST_SIGNATURE_TAG: &[u8] = b"sealtune/v1/job-manifest";
+
+/// A job file as vendors write it (`job.cbor`): the exact manifest bytes and
+/// the vendor's Ed25519 signature over them. The vendor must be one of the
+/// manifest's recipients; HOST_DATA and receipts name the manifest's own hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedManifest {
+    /// Always [`SIGNED_MANIFEST_VERSION`].
+    pub version: u32,
+    /// Canonical CBOR of a [`JobManifest`].
+    #[serde(with = "serde_bytes")]
+    pub manifest: Vec<u8>,
+    /// The vendor's Ed25519 key.
+    #[serde(with = "serde_bytes")]
+    pub vendor: [u8; 32],
+    /// Signature by `vendor` over [`MANIFEST_SIGNATURE_TAG`] ‖ `manifest`.
+    #[serde(with = "serde_bytes")]
+    pub signature: [u8; 64],
+}
+
+/// A job file whose signature verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedJob {
+    /// The manifest.
+    pub manifest: JobManifest,
+    /// The vendor who signed it (one of its recipients).
+    pub vendor: [u8; 32],
+}
+
+fn signed_message(manifest: &[u8]) -> Vec<u8> {
+    [MANIFEST_SIGNATURE_TAG, manifest].concat()
+}
+
+impl SignedManifest {
+    /// Signs `manifest` with the vendor's key; the vendor must be a recipient.
+    pub fn sign(manifest: &JobManifest, vendor: &IdentityKey) -> Result<Self, ManifestError> {
+        manifest.validate()?;
+        if !manifest.recipients.iter().any(|r| **r == vendor.public()) {
+            return Err(ManifestError::VendorNotRecipient(hex::encode(vendor.public())));
+        }
+        let bytes = manifest.to_cbor();
+        let signature = vendor.sign(&signed_message(&bytes));
+        Ok(SignedManifest { version: SIGNED_MANIFEST_VERSION, manifest: bytes, vendor: vendor.public(), signature })
+    }
+
+    /// The canonical encoding (the contents of `job.cbor`).
+    pub fn to_cbor(&self) -> Vec<u8> {
+        cbor::to_vec(self)
+    }
+
+    /// Decodes a job file and checks the vendor's signature, the manifest and
+    /// that the vendor is one of its recipients.
+    pub fn open(bytes: &[u8]) -> Result<SignedJob, ManifestError> {
+        let version = cbor::version_of(bytes)?;
+        if version != SIGNED_MANIFEST_VERSION {
+            return Err(ManifestError::UnsupportedVersion(version));
+        }
+        let signed: SignedManifest = cbor::from_slice(bytes)?;
+        if !verify_signature(&signed.vendor, &signed_message(&signed.manifest), &signed.signature) {
+            return Err(ManifestError::BadSignature);
+        }
+        let manifest = JobManifest::from_cbor(&signed.manifest)?;
+        if !manifest.recipients.iter().any(|r| **r == signed.vendor) {
+            return Err(ManifestError::VendorNotRecipient(hex::encode(signed.vendor)));
+        }
+        Ok(SignedJob { manifest, vendor: signed.vendor })
+    }
+}
+
 /// Why bytes are not a usable job manifest.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -108,6 +182,12 @@ pub enum ManifestError {
     /// Unknown format version.
     #[error("unsupported job manifest version {0} (this build reads version {MANIFEST_VERSION})")]
     UnsupportedVersion(u32),
+    /// The vendor's signature over the manifest does not verify.
+    #[error("the vendor's signature over the job manifest is invalid")]
+    BadSignature,
+    /// The signing vendor is not among the manifest's recipients.
+    #[error("the job is signed by {0}, which is not one of its recipients")]
+    VendorNotRecipient(String),
     /// A field has a value no job can have.
     #[error("job manifest field `{field}` is invalid: {reason}")]
     Invalid {

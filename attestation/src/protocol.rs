@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The enclave protocol version; the first message of a session carries it.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The DNS name in the enclave's self-signed certificate, and the name
 /// clients connect to. It identifies nothing: the attested key does.
@@ -75,8 +75,16 @@ pub enum Request {
     },
     /// Where the job stands.
     Status,
-    /// The adapter files and the signed receipt of a finished job.
-    FetchOutputs,
+    /// The adapter files and the signed receipt of a finished job, for one
+    /// of the manifest's recipients.
+    FetchOutputs {
+        /// The recipient's Ed25519 key.
+        #[serde(with = "serde_bytes")]
+        recipient: [u8; 32],
+        /// Its signature over `binding::fetch_outputs_message` of this session.
+        #[serde(with = "serde_bytes")]
+        signature: [u8; 64],
+    },
 }
 
 /// Where a job stands. Public facts only: nothing here depends on the data.
@@ -286,7 +294,7 @@ impl Request {
             Request::Challenge { .. } => "challenge",
             Request::Grant { .. } => "grant",
             Request::Status => "status",
-            Request::FetchOutputs => "fetch_outputs",
+            Request::FetchOutputs { .. } => "fetch_outputs",
         }
     }
 }
@@ -329,7 +337,7 @@ mod tests {
             Request::Challenge { nonce: [0; 32] },
             Request::Grant { grant: vec![] },
             Request::Status,
-            Request::FetchOutputs,
+            Request::FetchOutputs { recipient: [0; 32], signature: [0; 64] },
         ];
         for r in &requests {
             assert_eq!(cbor::variant_of(&r.to_cbor()).unwrap(), r.name());

@@ -17,6 +17,9 @@ use time::OffsetDateTime;
 /// The receipt format version this crate writes and reads.
 pub const RECEIPT_VERSION: u32 = 1;
 
+/// The receipt's file name in an output directory, beside the files it lists.
+pub const RECEIPT_FILE: &str = "receipt.cbor";
+
 /// What the enclave attests about a finished job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {

@@ -8,11 +8,11 @@ use sealtune_attestation::protocol::{
 
 /// Each row is a test vector of the format doc: a message and its canonical CBOR.
 const REQUESTS: &[&str] = &[
-    "a16568656c6c6fa16776657273696f6e01",
+    "a16568656c6c6fa16776657273696f6e02",
     "a1696368616c6c656e6765a1656e6f6e63655820abababababababababababababababababababababababababababababababab",
     "a1656772616e74a1656772616e7443010203",
     "66737461747573",
-    "6d66657463685f6f757470757473",
+    "a16d66657463685f6f757470757473a269726563697069656e7458205a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a697369676e617475726558405b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b",
 ];
 
 fn requests() -> [Request; 5] {
@@ -21,12 +21,12 @@ fn requests() -> [Request; 5] {
         Request::Challenge { nonce: [0xab; 32] },
         Request::Grant { grant: vec![1, 2, 3] },
         Request::Status,
-        Request::FetchOutputs,
+        Request::FetchOutputs { recipient: [0x5a; 32], signature: [0x5b; 64] },
     ]
 }
 
 const RESPONSES: &[&str] = &[
-    "a16568656c6c6fa16776657273696f6e01",
+    "a16568656c6c6fa16776657273696f6e02",
     "a16865766964656e6365a16865766964656e636541ee",
     "a16e6772616e745f6163636570746564a167646174617365745820dadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadada",
     "a16772656675736564a166726561736f6e626e6f",

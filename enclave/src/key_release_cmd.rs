@@ -3,7 +3,7 @@
 //! in memory for its whole life and never writes them out.
 
 use clap::Parser;
-use sealtune_attestation::manifest::JobManifest;
+use sealtune_attestation::manifest::SignedManifest;
 use sealtune_enclave::corpus::Corpus;
 use sealtune_enclave::key_release::KeyRelease;
 use sealtune_enclave::measurement::own_measurement;
@@ -49,7 +49,7 @@ fn wait_for(path: &Path, deadline: Instant) -> Result<Vec<u8>, String> {
 
 pub(crate) fn run(args: Args) -> Result<(), String> {
     let manifest_bytes = std::fs::read(&args.manifest).map_err(|e| format!("{}: {e}", args.manifest.display()))?;
-    let manifest = JobManifest::from_cbor(&manifest_bytes).map_err(|e| format!("{}: {e}", args.manifest.display()))?;
+    let manifest = SignedManifest::open(&manifest_bytes).map_err(|e| format!("{}: {e}", args.manifest.display()))?.manifest;
     let platform = SimPlatform::load(&args.sim_platform).map_err(|e| e.to_string())?;
     let measurement = own_measurement().map_err(|e| format!("cannot measure this executable: {e}"))?;
     let mut enclave = KeyRelease::new(manifest.clone(), SimTee::launch(platform, SimLaunch::new(measurement, manifest.hash())));

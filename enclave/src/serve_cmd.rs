@@ -1,16 +1,20 @@
-//! `sealtune-enclave serve`: the enclave service on a TCP port. It prints
-//! `{"listen": "ADDR"}` on one line of standard output once it accepts
-//! connections, so a launcher that asked for port 0 learns the port.
+//! `sealtune-enclave serve`: the enclave service on a TCP port, and the job's
+//! training pipeline behind it. It prints `{"listen": "ADDR"}` on one line of
+//! standard output once it accepts connections, so a launcher that asked for
+//! port 0 learns the port. After the job ends (finished or failed) it keeps
+//! serving status and outputs.
 
 use clap::{Parser, ValueEnum};
-use sealtune_attestation::manifest::JobManifest;
+use sealtune_attestation::manifest::SignedManifest;
 use sealtune_enclave::key_release::KeyRelease;
 use sealtune_enclave::measurement::own_measurement;
+use sealtune_enclave::service::job::{run_job, JobContext};
 use sealtune_enclave::service::ServiceHandle;
 use sealtune_enclave::tee::sim::{SimLaunch, SimPlatform, SimTee};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The platforms this build can attest on.
 #[derive(Clone, Copy, ValueEnum)]
@@ -21,9 +25,15 @@ pub(crate) enum TeeChoice {
 
 #[derive(Parser)]
 pub(crate) struct Args {
-    /// The job manifest the enclave is launched with (its hash becomes HOST_DATA).
+    /// The vendor-signed job file the enclave is launched with (the manifest's hash becomes HOST_DATA).
     #[arg(long)]
     manifest: PathBuf,
+    /// The host's blob store, where the base model and the sealed corpora are fetched from by SHA-256.
+    #[arg(long)]
+    store: SocketAddr,
+    /// Seconds to wait for every dataset's grant before the job fails.
+    #[arg(long, default_value_t = 3600)]
+    grant_deadline: u64,
     /// The platform to attest on.
     #[arg(long, value_enum, default_value = "sim")]
     tee: TeeChoice,
@@ -43,15 +53,21 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     // Logs go to standard error; nothing logged depends on private data.
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let manifest_bytes = std::fs::read(&args.manifest).map_err(|e| format!("{}: {e}", args.manifest.display()))?;
-    let manifest = JobManifest::from_cbor(&manifest_bytes).map_err(|e| format!("{}: {e}", args.manifest.display()))?;
-    let tee = match args.tee {
+    let manifest = SignedManifest::open(&manifest_bytes).map_err(|e| format!("{}: {e}", args.manifest.display()))?.manifest;
+    let (tee, measurement, simulated) = match args.tee {
         TeeChoice::Sim => {
             let platform = SimPlatform::load(&args.sim_platform).map_err(|e| e.to_string())?;
             let measurement = own_measurement().map_err(|e| format!("cannot measure this executable: {e}"))?;
-            SimTee::launch(platform, SimLaunch::new(measurement, manifest.hash()))
+            (SimTee::launch(platform, SimLaunch::new(measurement, manifest.hash())), measurement, true)
         }
     };
     let service = ServiceHandle::new(KeyRelease::new(manifest, tee)).map_err(|e| e.to_string())?;
+    let context = JobContext {
+        store: args.store,
+        grant_deadline: Duration::from_secs(args.grant_deadline),
+        measurement,
+        simulated,
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
         let listener =
@@ -62,6 +78,12 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
             .and_then(|()| stdout.flush())
             .map_err(|e| format!("cannot write to standard output: {e}"))?;
         drop(stdout);
+        let job = service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run_job(job, context).await {
+                tracing::error!("job failed: {e}");
+            }
+        });
         if args.stop_on_stdin_close {
             tokio::select! {
                 () = service.serve(listener) => {}

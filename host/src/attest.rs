@@ -99,11 +99,7 @@ pub(crate) fn run(command: Command) -> Outcome {
         allow_debug,
         json,
     } = command;
-    let at = match at {
-        Some(text) => OffsetDateTime::parse(&text, &Rfc3339)
-            .map_err(|e| Failure::input(format!("--at {text}: not an RFC 3339 time ({e})")))?,
-        None => OffsetDateTime::now_utc(),
-    };
+    let at = parse_at(at)?;
     let kind = match tee {
         Tee::Snp => TeeKind::SevSnp,
         Tee::Sim => TeeKind::Sim,
@@ -322,5 +318,14 @@ fn print_claims(c: &Claims, measurement_checked: bool) {
             println!("td_attributes {td_attributes}");
             println!("tcb_status   {} (advisories: {})", tcb.status, tcb.advisory_ids.join(","));
         }
+    }
+}
+
+/// The `--at` time of a verification (RFC 3339), or now.
+pub(crate) fn parse_at(at: Option<String>) -> Result<OffsetDateTime, Failure> {
+    match at {
+        Some(text) => OffsetDateTime::parse(&text, &Rfc3339)
+            .map_err(|e| Failure::input(format!("--at {text}: not an RFC 3339 time ({e})"))),
+        None => Ok(OffsetDateTime::now_utc()),
     }
 }

@@ -14,7 +14,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{ring, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use sealtune_attestation::binding::{attested_tls_report_data, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
+use sealtune_attestation::binding::{attested_tls_report_data, fetch_outputs_message, TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN};
 use sealtune_attestation::evidence::{Evidence, EvidenceError};
 use sealtune_attestation::grant::{make_grant, GrantError};
 use sealtune_attestation::identity::IdentityKey;
@@ -233,6 +233,7 @@ type Transport = Framed<TlsStream<TcpStream>, LengthDelimitedCodec>;
 pub struct AttestedSession {
     transport: Transport,
     evidence: BoundEvidence,
+    exporter: [u8; TLS_EXPORTER_LEN],
 }
 
 /// Connects to the enclave at `addr`, checks its evidence for this session
@@ -274,7 +275,7 @@ pub async fn connect<A: ToSocketAddrs + Display>(
         other => return Err(ClientError::Unexpected { expected: "evidence", got: other.name() }),
     };
     let evidence = check_evidence(&evidence, policy, manifest, &peer_key, &exporter, &nonce)?;
-    Ok(AttestedSession { transport, evidence })
+    Ok(AttestedSession { transport, evidence, exporter })
 }
 
 /// The checks of [`connect`] on evidence received on a session with TLS
@@ -350,9 +351,12 @@ impl AttestedSession {
         }
     }
 
-    /// The outputs and receipt of the finished job.
-    pub async fn fetch_outputs(&mut self) -> Result<JobOutputs, ClientError> {
-        match exchange(&mut self.transport, Request::FetchOutputs).await? {
+    /// The outputs and receipt of the finished job, for `recipient`, one of
+    /// the manifest's recipients (it signs this session's exporter value).
+    pub async fn fetch_outputs(&mut self, recipient: &IdentityKey) -> Result<JobOutputs, ClientError> {
+        let signature = recipient.sign(&fetch_outputs_message(&self.exporter));
+        let request = Request::FetchOutputs { recipient: recipient.public(), signature };
+        match exchange(&mut self.transport, request).await? {
             Response::Outputs { files, receipt } => Ok(JobOutputs { files, receipt }),
             other => Err(ClientError::Unexpected { expected: "outputs", got: other.name() }),
         }

@@ -2,6 +2,7 @@
 //! temporary file in the destination directory, fsync, then rename.
 
 use crate::failure::Failure;
+use sealtune_attestation::manifest::{SignedJob, SignedManifest};
 use std::io::Write;
 use std::path::Path;
 
@@ -69,4 +70,9 @@ pub(crate) fn parse_hex<const N: usize>(what: &str, text: &str) -> Result<[u8; N
         .ok()
         .and_then(|b| <[u8; N]>::try_from(b).ok())
         .ok_or_else(|| Failure::input(format!("{what} must be {N} bytes of hex")))
+}
+
+/// Reads a vendor-signed job file and checks its signature.
+pub(crate) fn read_job(path: &Path) -> Result<SignedJob, Failure> {
+    SignedManifest::open(&read(path)?).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
 }

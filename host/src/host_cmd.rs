@@ -3,10 +3,8 @@
 
 use crate::failure::{Failure, Outcome};
 use clap::{Subcommand, ValueEnum};
-use sealtune_attestation::manifest::JobManifest;
 use sealtune_host::relay::{launch_sim, relay};
 use sealtune_host::store::{serve, Store};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +48,9 @@ pub(crate) enum Command {
         /// With --tee sim: the simulated platform directory (`sealtune sim init`).
         #[arg(long, required_if_eq("tee", "sim"))]
         sim_platform: Option<PathBuf>,
+        /// With --tee sim: the blob store the enclave fetches the model and corpora from.
+        #[arg(long, required_if_eq("tee", "sim"))]
+        store: Option<SocketAddr>,
         /// With --tee sim: the enclave program (default: `sealtune-enclave` beside this program).
         #[arg(long)]
         enclave_bin: Option<PathBuf>,
@@ -66,11 +67,11 @@ pub(crate) enum Command {
 }
 
 pub(crate) fn run(command: Command) -> Outcome {
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::input(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime()?;
     match command {
         Command::Serve { store, listen, max_blob_bytes, json } => runtime.block_on(serve_store(&store, listen, max_blob_bytes, json)),
-        Command::Launch { manifest, tee, sim_platform, enclave_bin, enclave, listen, json } => {
-            runtime.block_on(launch(&manifest, tee, sim_platform.as_deref(), enclave_bin, enclave, listen, json))
+        Command::Launch { manifest, tee, sim_platform, store, enclave_bin, enclave, listen, json } => {
+            runtime.block_on(launch(&manifest, tee, sim_platform.as_deref(), store, enclave_bin, enclave, listen, json))
         }
     }
 }
@@ -82,17 +83,10 @@ async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr
     Ok((listener, local))
 }
 
-/// Prints one line and flushes it: a script may be waiting for it.
-fn announce(json: bool, value: serde_json::Value, text: String) -> Result<(), Failure> {
-    let mut stdout = std::io::stdout().lock();
-    let line = if json { value.to_string() } else { text };
-    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).map_err(|e| Failure::input(format!("cannot write to standard output: {e}")))
-}
-
 async fn serve_store(dir: &Path, listen: SocketAddr, max_blob_bytes: u64, json: bool) -> Outcome {
     let store = Store::open(dir, max_blob_bytes).map_err(Failure::input)?;
     let (listener, local) = bind(listen).await?;
-    announce(
+    crate::print_result(
         json,
         serde_json::json!({ "listen": local.to_string(), "store": dir.display().to_string() }),
         format!("store {} listening on {local}", dir.display()),
@@ -101,33 +95,34 @@ async fn serve_store(dir: &Path, listen: SocketAddr, max_blob_bytes: u64, json: 
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one per command-line flag
 async fn launch(
     manifest_path: &Path,
     tee: TeeChoice,
     sim_platform: Option<&Path>,
+    store: Option<SocketAddr>,
     enclave_bin: Option<PathBuf>,
     enclave: Option<SocketAddr>,
     listen: SocketAddr,
     json: bool,
 ) -> Outcome {
-    let manifest = JobManifest::from_cbor(&crate::files::read(manifest_path)?)
-        .map_err(|e| Failure::input(format!("{}: {e}", manifest_path.display())))?;
-    let (mut launched, upstream) = match (tee, sim_platform, enclave) {
-        (TeeChoice::Sim, Some(platform), _) => {
+    let manifest = crate::files::read_job(manifest_path)?.manifest;
+    let (mut launched, upstream) = match (tee, sim_platform.zip(store), enclave) {
+        (TeeChoice::Sim, Some((platform, store)), _) => {
             let program = match enclave_bin {
                 Some(path) => path,
                 None => beside_this_program("sealtune-enclave")?,
             };
-            let launched = launch_sim(&program, manifest_path, platform).await.map_err(Failure::input)?;
+            let launched = launch_sim(&program, manifest_path, platform, store).await.map_err(Failure::input)?;
             let addr = launched.addr;
             (Some(launched), addr)
         }
         (TeeChoice::Snp | TeeChoice::Tdx, _, Some(addr)) => (None, addr),
         // clap requires the flag each choice needs.
-        _ => return Err(Failure::input("--tee sim needs --sim-platform; --tee snp|tdx needs --enclave")),
+        _ => return Err(Failure::input("--tee sim needs --sim-platform and --store; --tee snp|tdx needs --enclave")),
     };
     let (listener, local) = bind(listen).await?;
-    announce(
+    crate::print_result(
         json,
         serde_json::json!({
             "listen": local.to_string(),

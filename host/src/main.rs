@@ -11,8 +11,10 @@ mod files;
 mod host_cmd;
 mod model;
 mod owner;
+mod progress;
 mod sim;
 mod vendor;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use failure::Outcome;
@@ -33,6 +35,8 @@ enum Command {
     /// Model vendors: job manifests.
     #[command(subcommand)]
     Vendor(vendor::Command),
+    /// Vendors: verify a job's outputs and receipt offline.
+    Verify(verify::VerifyArgs),
     /// The privacy accountant: ε of a DP-SGD run, or the noise a target ε needs.
     #[command(subcommand)]
     Dp(dp::Command),
@@ -52,10 +56,27 @@ enum Command {
     },
 }
 
+/// The async runtime the network commands run on.
+fn runtime() -> Result<tokio::runtime::Runtime, failure::Failure> {
+    tokio::runtime::Runtime::new().map_err(|e| failure::Failure::input(format!("cannot start the async runtime: {e}")))
+}
+
+/// Prints a command's result on one line (JSON with `--json`) and flushes
+/// it: a script may be waiting for it.
+fn print_result(json: bool, value: serde_json::Value, text: String) -> Outcome {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let line = if json { value.to_string() } else { text };
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| failure::Failure::input(format!("cannot write to standard output: {e}")))
+}
+
 fn run(command: Command) -> Outcome {
     match command {
         Command::Owner(c) => owner::run(c),
         Command::Vendor(c) => vendor::run(c),
+        Command::Verify(args) => verify::run(args),
         Command::Sim(c) => sim::run(c),
         Command::Attest(c) => attest::run(c),
         Command::Dp(c) => dp::run(c),

@@ -1,16 +1,12 @@
 //! `sealtune owner`: what a data owner runs on their own machine.
 
 use crate::failure::{Failure, Outcome};
-use crate::files::{self, parse_hex, Access};
+use crate::files::{self, Access};
 use clap::Subcommand;
-use sealtune_attestation::binding::key_release_report_data;
-use sealtune_attestation::evidence::Evidence;
-use sealtune_attestation::grant::make_grant;
 use sealtune_attestation::identity::IdentityKey;
-use sealtune_attestation::manifest::JobManifest;
 use sealtune_attestation::policy::Policy;
 use sealtune_attestation::sealed::{self, record::validate_jsonl, DataKey, Header, SealOptions, SealedError};
-use sealtune_attestation::verify::verify_report;
+use sealtune_host::client::connect;
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -23,8 +19,6 @@ pub(crate) enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Print a fresh random challenge nonce (hex) for an enclave to answer.
-    Challenge,
     /// Seal a JSONL corpus; prints the dataset commitment (SHA-256 of the sealed file).
     Seal {
         /// The corpus: one JSON record per line with `text` or `messages` (and optionally `user_id`).
@@ -61,21 +55,30 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify an enclave's evidence against your policy and the job, then
-    /// seal your DEK to it in a signed grant.
+    /// Upload a sealed file to the host's store; prints its commitment.
+    Upload {
+        /// The sealed file.
+        sealed: PathBuf,
+        /// The host's store address.
+        #[arg(long)]
+        host: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect to the job's enclave through the host, verify its evidence for
+    /// this session against your policy and the job, then seal your DEK to it
+    /// in a signed grant.
     Grant {
-        /// The enclave's evidence (CBOR), answering your challenge.
+        /// The host's relay address for the job.
         #[arg(long)]
-        evidence: PathBuf,
-        /// The challenge nonce you issued (hex).
+        host: String,
+        /// The vendor-signed job file the enclave runs.
         #[arg(long)]
-        nonce: String,
+        manifest: PathBuf,
         /// Your policy (TOML) with a [job] section.
         #[arg(long)]
         policy: PathBuf,
-        /// The job manifest (CBOR) the enclave runs.
-        #[arg(long)]
-        manifest: PathBuf,
         /// The DEK to release.
         #[arg(long)]
         dek: PathBuf,
@@ -85,9 +88,9 @@ pub(crate) enum Command {
         /// Your identity key (signs the grant).
         #[arg(long)]
         identity: PathBuf,
-        /// Where to write the grant.
+        /// Print JSON.
         #[arg(long)]
-        out: PathBuf,
+        json: bool,
     },
 }
 
@@ -102,17 +105,12 @@ pub(crate) fn run(command: Command) -> Outcome {
             println!("{}", hex::encode(key.public()));
             Ok(())
         }
-        Command::Challenge => {
-            let mut nonce = [0u8; 32];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-            println!("{}", hex::encode(nonce));
-            Ok(())
-        }
         Command::Seal { corpus, out, dek_out, dek, dataset_id } => seal(&corpus, &out, dek_out.as_deref(), dek.as_deref(), dataset_id),
         Command::Open { sealed, dek, out } => open(&sealed, &dek, &out),
         Command::Inspect { sealed, json } => inspect(&sealed, json),
-        Command::Grant { evidence, nonce, policy, manifest, dek, sealed, identity, out } => {
-            grant(&evidence, &nonce, &policy, &manifest, &dek, &sealed, &identity, &out)
+        Command::Upload { sealed, host, json } => upload(&sealed, &host, json),
+        Command::Grant { host, manifest, policy, dek, sealed, identity, json } => {
+            grant(&host, &manifest, &policy, &dek, &sealed, &identity, json)
         }
     }
 }
@@ -191,30 +189,40 @@ fn inspect(sealed_path: &Path, json: bool) -> Outcome {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)] // one per command-line flag
-fn grant(evidence: &Path, nonce: &str, policy: &Path, manifest: &Path, dek: &Path, sealed_path: &Path, identity: &Path, out: &Path) -> Outcome {
-    let nonce: [u8; 32] = parse_hex("--nonce", nonce)?;
-    let evidence = Evidence::from_cbor(&files::read(evidence)?).map_err(|e| Failure::input(format!("{}: {e}", evidence.display())))?;
+fn upload(sealed: &Path, host: &str, json: bool) -> Outcome {
+    // Only sealed files go to the host: refuse anything whose header does not parse.
+    Header::read_from(&mut BufReader::new(open_file(sealed)?)).map_err(|e| sealed_failure(sealed, e))?;
+    let digest = crate::runtime()?
+        .block_on(sealtune_host::store::upload(host, sealed))
+        .map_err(|e| Failure::rejected(format!("upload of {} to {host} failed: {e}", sealed.display())))?;
+    crate::print_result(json, serde_json::json!({ "commitment": hex::encode(digest) }), hex::encode(digest))
+}
+
+fn grant(host: &str, manifest: &Path, policy: &Path, dek: &Path, sealed_path: &Path, identity: &Path, json: bool) -> Outcome {
+    let job = crate::files::read_job(manifest)?;
     let policy = Policy::from_toml(&files::read_text(policy)?).map_err(|e| Failure::input(format!("{}: {e}", policy.display())))?;
-    let manifest = JobManifest::from_cbor(&files::read(manifest)?).map_err(|e| Failure::input(format!("{}: {e}", manifest.display())))?;
     let key = read_dek(dek)?;
     let identity = read_identity(identity)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut open_file(sealed_path)?, &mut hasher).map_err(|e| Failure::input(format!("cannot read {}: {e}", sealed_path.display())))?;
     let dataset: [u8; 32] = hasher.finalize().into();
 
-    let manifest_hash = manifest.hash();
-    let expected = key_release_report_data(&nonce, &evidence.keys, &manifest_hash);
-    let bound = verify_report(&evidence, &policy, time::OffsetDateTime::now_utc())
-        .and_then(|v| v.bind(&evidence, &manifest_hash, &expected))
-        .map_err(|e| Failure::rejected(format!("evidence refused: {e}")))?;
-    if bound.claims.simulated {
-        eprintln!("WARNING: releasing a key to a SIMULATED enclave (allowed by this policy): it offers no confidentiality");
-    }
-    let grant = make_grant(&bound, &manifest, &policy, &dataset, key.expose(), &identity).map_err(|e| Failure::rejected(format!("grant refused: {e}")))?;
-    files::write_atomic(out, &grant, Access::Public)?;
-    println!("granted dataset {} to enclave key {}", hex::encode(dataset), hex::encode(bound.keys.kem));
-    Ok(())
+    let enclave_key = crate::runtime()?.block_on(async {
+        let mut session = connect(host, &policy, &job.manifest).await.map_err(|e| Failure::rejected(e.to_string()))?;
+        if session.evidence().claims.simulated {
+            eprintln!("WARNING: releasing a key to a SIMULATED enclave (allowed by this policy): it offers no confidentiality");
+        }
+        session.grant(&job.manifest, &policy, &dataset, key.expose(), &identity).await.map_err(|e| Failure::rejected(e.to_string()))?;
+        let enclave_key = session.evidence().keys.kem;
+        // The grant is in; a failed close_notify changes nothing.
+        let _ = session.close().await;
+        Ok::<_, Failure>(enclave_key)
+    })?;
+    crate::print_result(
+        json,
+        serde_json::json!({ "dataset": hex::encode(dataset), "enclave_key": hex::encode(enclave_key), "vendor": hex::encode(job.vendor) }),
+        format!("granted dataset {} to enclave key {}", hex::encode(dataset), hex::encode(enclave_key)),
+    )
 }
 
 /// Reads an identity key file.

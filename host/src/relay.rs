@@ -67,10 +67,11 @@ struct Announcement {
     listen: SocketAddr,
 }
 
-/// Starts `enclave_bin serve` for `manifest` on the simulated platform in
-/// `sim_platform`, on a free loopback port, and waits for its address. Its
-/// standard error (logs) goes to ours.
-pub async fn launch_sim(enclave_bin: &Path, manifest: &Path, sim_platform: &Path) -> Result<LaunchedEnclave, LaunchError> {
+/// Starts `enclave_bin serve` for the job file `manifest` on the simulated
+/// platform in `sim_platform`, fetching its inputs from the blob store at
+/// `store`, on a free loopback port, and waits for its address. Its standard
+/// error (logs) goes to ours.
+pub async fn launch_sim(enclave_bin: &Path, manifest: &Path, sim_platform: &Path, store: SocketAddr) -> Result<LaunchedEnclave, LaunchError> {
     let mut child = tokio::process::Command::new(enclave_bin)
         .arg("serve")
         .arg("--manifest")
@@ -78,6 +79,8 @@ pub async fn launch_sim(enclave_bin: &Path, manifest: &Path, sim_platform: &Path
         .args(["--tee", "sim", "--listen", "127.0.0.1:0", "--stop-on-stdin-close"])
         .arg("--sim-platform")
         .arg(sim_platform)
+        .arg("--store")
+        .arg(store.to_string())
         // The pipe closes when this process ends, however it ends; the enclave then stops.
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

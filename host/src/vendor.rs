@@ -1,4 +1,5 @@
-//! `sealtune vendor`: what a model vendor runs to define a job.
+//! `sealtune vendor`: what a model vendor runs to define a job and collect
+//! its outputs.
 
 use crate::failure::{Failure, Outcome};
 use crate::files::{self, parse_hex, Access};
@@ -6,13 +7,47 @@ use clap::{Args, Subcommand};
 use sealtune_attestation::manifest::{
     BaseModel, DatasetRef, JobManifest, LoraTerms, PrivacyTerms, TrainingTerms, MANIFEST_VERSION,
 };
+use crate::owner::read_identity;
+use sealtune_attestation::manifest::SignedManifest;
+use sealtune_attestation::policy::Policy;
+use sealtune_attestation::protocol::Phase;
+use sealtune_attestation::receipt::RECEIPT_FILE;
+use sealtune_host::client::{connect, ClientError};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
-    /// Write a job manifest (CBOR); prints its hash, the enclave's HOST_DATA.
+    /// Write a job manifest signed with your key (CBOR); prints its hash, the enclave's HOST_DATA.
     Job(JobArgs),
+    /// Wait for the job to finish, then fetch its adapter files and signed receipt
+    /// (check them with `sealtune verify`).
+    Fetch(FetchArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct FetchArgs {
+    /// The host's relay address for the job.
+    #[arg(long)]
+    host: String,
+    /// The signed job file.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Your policy (TOML): which enclaves you accept.
+    #[arg(long)]
+    policy: PathBuf,
+    /// Your identity key: a recipient the job names.
+    #[arg(long)]
+    identity: PathBuf,
+    /// Directory to write the outputs and `receipt.cbor` to (created; files in it are replaced).
+    #[arg(long)]
+    out: PathBuf,
+    /// Give up if the job has not finished after this many seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    timeout: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -26,8 +61,11 @@ pub(crate) struct JobArgs {
     /// A dataset as COMMITMENT:OWNER_KEY (both hex); repeat for several.
     #[arg(long = "dataset", required = true)]
     datasets: Vec<String>,
-    /// Ed25519 key (hex) of a vendor allowed to receive the outputs; repeat for several.
-    #[arg(long = "recipient", required = true)]
+    /// Your identity key: it signs the job, and you receive the outputs.
+    #[arg(long)]
+    identity: PathBuf,
+    /// Ed25519 key (hex) of another vendor allowed to receive the outputs; repeat for several.
+    #[arg(long = "recipient")]
     recipients: Vec<String>,
     /// Target ε.
     #[arg(long)]
@@ -82,6 +120,7 @@ pub(crate) struct JobArgs {
 pub(crate) fn run(command: Command) -> Outcome {
     match command {
         Command::Job(args) => job(args),
+        Command::Fetch(args) => fetch(args),
     }
 }
 
@@ -100,11 +139,14 @@ fn job(args: JobArgs) -> Outcome {
             })
         })
         .collect::<Result<Vec<_>, Failure>>()?;
-    let recipients = args
-        .recipients
-        .iter()
-        .map(|r| parse_hex::<32>("--recipient", r).map(Into::into))
-        .collect::<Result<Vec<_>, Failure>>()?;
+    let vendor = read_identity(&args.identity)?;
+    let mut recipients = vec![vendor.public().into()];
+    for r in &args.recipients {
+        let key = parse_hex::<32>("--recipient", r)?.into();
+        if !recipients.contains(&key) {
+            recipients.push(key);
+        }
+    }
     let model_name = args.model_name.unwrap_or_else(|| {
         args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     });
@@ -131,8 +173,56 @@ fn job(args: JobArgs) -> Outcome {
         datasets,
         recipients,
     };
-    manifest.validate().map_err(Failure::input)?;
-    files::write_atomic(&args.out, &manifest.to_cbor(), Access::Public)?;
+    let signed = SignedManifest::sign(&manifest, &vendor).map_err(Failure::input)?;
+    files::write_atomic(&args.out, &signed.to_cbor(), Access::Public)?;
     println!("{}", hex::encode(manifest.hash()));
     Ok(())
+}
+
+/// How often the job's status is asked for while waiting.
+const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn fetch(args: FetchArgs) -> Outcome {
+    let job = files::read_job(&args.manifest)?;
+    let policy = Policy::from_toml(&files::read_text(&args.policy)?)
+        .map_err(|e| Failure::input(format!("{}: {e}", args.policy.display())))?;
+    let identity = read_identity(&args.identity)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    let outputs = crate::runtime()?.block_on(async {
+        let rejected = |e: ClientError| Failure::rejected(e.to_string());
+        let mut session = connect(args.host.as_str(), &policy, &job.manifest).await.map_err(rejected)?;
+        let progress = crate::progress::Steps::new(job.manifest.privacy.max_steps);
+        loop {
+            let status = session.status().await.map_err(rejected)?;
+            progress.update(status.phase.name(), status.steps, status.epsilon_spent);
+            match status.phase {
+                Phase::Finished => break,
+                Phase::Failed => return Err(Failure::rejected("the job failed in the enclave; there are no outputs")),
+                _ if std::time::Instant::now() > deadline => {
+                    return Err(Failure::rejected(format!("the job did not finish within {} s", args.timeout)))
+                }
+                _ => tokio::time::sleep(POLL_INTERVAL).await,
+            }
+        }
+        progress.finish();
+        let outputs = session.fetch_outputs(&identity).await.map_err(rejected)?;
+        let _ = session.close().await;
+        Ok::<_, Failure>(outputs)
+    })?;
+    std::fs::create_dir_all(&args.out).map_err(|e| Failure::input(format!("cannot create {}: {e}", args.out.display())))?;
+    let mut names = Vec::new();
+    for file in &outputs.files {
+        let plain = std::path::Path::new(&file.name);
+        if plain.components().count() != 1 || plain.file_name().is_none() || file.name == RECEIPT_FILE {
+            return Err(Failure::rejected(format!("the enclave sent an output named {:?}, which is not a plain file name", file.name)));
+        }
+        files::write_atomic(&args.out.join(plain), &file.bytes, Access::Public)?;
+        names.push(file.name.clone());
+    }
+    files::write_atomic(&args.out.join(RECEIPT_FILE), &outputs.receipt, Access::Public)?;
+    crate::print_result(
+        args.json,
+        serde_json::json!({ "out": args.out.display().to_string(), "files": names, "receipt": RECEIPT_FILE }),
+        format!("fetched {} and {RECEIPT_FILE} into {}; check them with `sealtune verify`", names.join(", "), args.out.display()),
+    )
 }

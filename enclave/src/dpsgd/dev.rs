@@ -2,20 +2,18 @@
 //! (`sealtune-enclave train`). The service wraps the same steps behind sealed inputs,
 //! taking every public parameter, `N_declared` included, from the signed job manifest.
 
-use super::engine::{DpSgd, OptimizerConfig, Progress};
+use super::engine::{OptimizerConfig, Progress};
+use super::fine_tune::{fine_tune, Texts};
 use super::plan::JobSpec;
-use super::sampling::{Dataset, PrivacyUnit};
+use super::sampling::PrivacyUnit;
 use super::summary::TrainingSummary;
 use super::{DpError, Result};
-use crate::model::decoder::Llama;
 use crate::model::export::save_adapter;
 use crate::model::load::load_checkpoint;
-use crate::model::lora::{LoraConfig, LoraParams};
-use crate::model::tokenizer::{encode, record_text};
+use crate::model::lora::LoraConfig;
+use crate::model::tokenizer::record_text;
 use crate::model::ModelError;
 use candle_core::{DType, Device};
-use rand_chacha::rand_core::{OsRng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
 use std::path::PathBuf;
 
 /// How long to train.
@@ -95,9 +93,6 @@ pub fn train_plaintext(req: &TrainRequest, progress: &mut dyn FnMut(Progress)) -
         Some(u) => u.iter().collect::<std::collections::BTreeSet<_>>().len(),
     } as u64;
     let declared_units = req.declared_units.unwrap_or(file_units);
-    if file_units > declared_units {
-        return Err(DpError::bad("declared_units", format!("the data has {file_units} units, more than the {declared_units} declared")));
-    }
     let q = req.expected_batch / declared_units.max(1) as f64;
     let max_steps = match req.duration {
         Duration::Steps(s) => s,
@@ -119,22 +114,9 @@ pub fn train_plaintext(req: &TrainRequest, progress: &mut dyn FnMut(Progress)) -
     }
     .plan()?;
 
-    let device = Device::cuda_if_available(0)?;
-    let ckpt = load_checkpoint(&req.model, DType::F32, &device)?;
-    let tokenizer = ckpt.tokenizer.as_ref().ok_or_else(|| DpError::bad("model", "the model carries no tokenizer"))?;
-    let records = texts.iter().map(|t| encode(tokenizer, t)).collect::<crate::model::Result<Vec<_>>>()?;
-    drop(texts);
-    let data = match users {
-        None => Dataset::records(records),
-        Some(u) => Dataset::by_user(records, &u, req.max_records_per_user)?,
-    };
-    let model = Llama::load(&ckpt.weights, &ckpt.config)?;
-    let mut rng = ChaCha20Rng::from_rng(OsRng).map_err(|e| DpError::Entropy(e.to_string()))?;
-    let params = LoraParams::init(&ckpt.config, req.lora.clone(), &mut rng, DType::F32, &device)?;
-    let mut trainer = DpSgd::new(&model, params, plan.config)?;
-    let outcome = trainer.train(&data, req.epsilon, &mut plan.ledger(), progress)?;
-    let summary = TrainingSummary::new(&plan, &outcome, &req.lora)?;
-    save_adapter(trainer.params(), &req.base_model_name, &req.out)?;
-    summary.write(&req.out)?;
-    Ok(summary)
+    let ckpt = load_checkpoint(&req.model, DType::F32, &Device::cuda_if_available(0)?)?;
+    let trained = fine_tune(&ckpt, Texts { texts, users }, &plan, req.lora.clone(), progress)?;
+    save_adapter(&trained.params, &req.base_model_name, &req.out)?;
+    trained.summary.write(&req.out)?;
+    Ok(trained.summary)
 }

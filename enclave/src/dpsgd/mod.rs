@@ -22,6 +22,7 @@
 pub(crate) mod clip;
 pub mod dev;
 pub mod engine;
+pub mod fine_tune;
 pub mod noise;
 pub mod plan;
 pub mod sampling;

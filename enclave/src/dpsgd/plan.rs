@@ -5,6 +5,7 @@ use super::engine::{Accountant, DpSgdConfig, OptimizerConfig};
 use super::sampling::{Layout, PrivacyUnit};
 use super::{DpError, Result};
 use sealtune_attestation::accountant::{self, calibrate_sigma, AccountantKind, Segment};
+use sealtune_attestation::manifest::JobManifest;
 use std::collections::BTreeMap;
 
 /// The share of δ left to the accountants; the rest bounds the one data-dependent thing
@@ -36,6 +37,56 @@ pub struct JobSpec {
     pub optimizer: OptimizerConfig,
     /// The accountant that calibrates σ and enforces the budget.
     pub accountant: AccountantKind,
+}
+
+/// Rows per micro-batch in service jobs: a physical choice, not a term of the job.
+pub const SERVICE_MICRO_BATCH: usize = 8;
+
+/// With user-level privacy, the most records of one user a step uses (service jobs).
+pub const SERVICE_MAX_RECORDS_PER_USER: usize = 4;
+
+impl JobSpec {
+    /// The DP-SGD terms of a signed job manifest. `N_declared = B̄ / q` must be a
+    /// whole number of units: both are public terms the vendor chose together.
+    pub fn from_manifest(manifest: &JobManifest) -> Result<Self> {
+        let p = &manifest.privacy;
+        let declared = (p.expected_batch_size / p.sampling_rate).round();
+        if !(declared >= 1.0 && (declared * p.sampling_rate - p.expected_batch_size).abs() <= 1e-9 * p.expected_batch_size) {
+            return Err(DpError::bad(
+                "expected_batch_size",
+                format!("B̄ / q = {} / {} is not a whole number of units", p.expected_batch_size, p.sampling_rate),
+            ));
+        }
+        let accountant = match p.accountant.as_str() {
+            "pld" => AccountantKind::Pld,
+            "rdp" => AccountantKind::Rdp,
+            other => return Err(DpError::bad("accountant", format!("`{other}` is not `pld` or `rdp`"))),
+        };
+        let privacy_unit = match p.privacy_unit.as_str() {
+            "record" => PrivacyUnit::Record,
+            "user" => PrivacyUnit::User { max_records: SERVICE_MAX_RECORDS_PER_USER },
+            other => return Err(DpError::bad("privacy_unit", format!("`{other}` is not `record` or `user`"))),
+        };
+        let t = &manifest.training;
+        let optimizer = match t.optimizer.as_str() {
+            "adamw" => OptimizerConfig::adamw(t.learning_rate),
+            "sgd" => OptimizerConfig::Sgd { lr: t.learning_rate },
+            other => return Err(DpError::bad("optimizer", format!("`{other}` is not `adamw` or `sgd`"))),
+        };
+        Ok(JobSpec {
+            epsilon: p.epsilon,
+            delta: p.delta,
+            clip: p.clip_norm,
+            expected_batch: p.expected_batch_size,
+            declared_units: declared as u64,
+            max_steps: p.max_steps,
+            privacy_unit,
+            seq_len: t.max_seq_len as usize,
+            micro_batch: SERVICE_MICRO_BATCH,
+            optimizer,
+            accountant,
+        })
+    }
 }
 
 /// A job made ready to run: the engine configuration and the accounting facts.

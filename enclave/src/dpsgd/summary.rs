@@ -111,11 +111,15 @@ impl TrainingSummary {
         })
     }
 
+    /// The summary as pretty JSON, the contents of [`SUMMARY_FILE`].
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| super::DpError::bad("summary", e.to_string()))
+    }
+
     /// Writes the summary as pretty JSON to `dir/training-summary.json`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let path = dir.join(SUMMARY_FILE);
-        let json = serde_json::to_string_pretty(self).map_err(|e| super::DpError::bad("summary", e.to_string()))?;
-        std::fs::write(&path, json).map_err(|e| crate::model::ModelError::Io { path, source: e })?;
+        std::fs::write(&path, self.to_json()?).map_err(|e| crate::model::ModelError::Io { path, source: e })?;
         Ok(())
     }
 }

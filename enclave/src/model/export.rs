@@ -180,25 +180,32 @@ fn pt_metadata() -> Option<HashMap<String, String>> {
     Some(HashMap::from([("format".to_string(), "pt".to_string())]))
 }
 
-/// Writes `tensors` as f32 safetensors (adapters and merged checkpoints are small
+/// `tensors` as f32 safetensors bytes (adapters and merged checkpoints are small
 /// enough, and f32 loads into every tool).
-fn write_safetensors(path: &Path, tensors: Vec<(String, Tensor)>) -> Result<()> {
+fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>> {
     let tensors = tensors
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(tensors, pt_metadata()).map_err(|e| ModelError::Candle(e.into()))?;
-    write(path, &bytes)
+    safetensors::serialize(tensors, pt_metadata()).map_err(|e| ModelError::Candle(e.into()))
+}
+
+/// The files of a PEFT adapter for `base_model`, as (file name, contents): the
+/// enclave hands these out without writing them anywhere.
+pub fn adapter_files(params: &LoraParams, base_model: &str) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let config = PeftAdapterConfig::for_lora(params.config(), base_model);
+    let json = serde_json::to_string_pretty(&config).map_err(|e| ModelError::config(ADAPTER_CONFIG, e.to_string()))?;
+    let tensors = params.tensors().iter().map(|t| (t.name.clone(), t.var.as_tensor().clone())).collect();
+    Ok(vec![(ADAPTER_CONFIG, json.into_bytes()), (ADAPTER_WEIGHTS, safetensors_bytes(tensors)?)])
 }
 
 /// Writes `params` to `dir` (created if needed) as a PEFT adapter for `base_model`.
 pub fn save_adapter(params: &LoraParams, base_model: &str, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let config = PeftAdapterConfig::for_lora(params.config(), base_model);
-    let json = serde_json::to_string_pretty(&config).map_err(|e| ModelError::config(ADAPTER_CONFIG, e.to_string()))?;
-    write(&dir.join(ADAPTER_CONFIG), json.as_bytes())?;
-    let tensors = params.tensors().iter().map(|t| (t.name.clone(), t.var.as_tensor().clone())).collect();
-    write_safetensors(&dir.join(ADAPTER_WEIGHTS), tensors)
+    for (name, bytes) in adapter_files(params, base_model)? {
+        write(&dir.join(name), &bytes)?;
+    }
+    Ok(())
 }
 
 /// Reads a PEFT adapter directory for a model of configuration `model`.
@@ -223,7 +230,7 @@ pub fn load_adapter(dir: &Path, model: &Config, dtype: DType, device: &Device) -
 pub fn save_merged(model: &Llama, params: &LoraParams, tokenizer: Option<&tokenizers::Tokenizer>, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     write(&dir.join("config.json"), model.config().to_hf_json()?.as_bytes())?;
-    write_safetensors(&dir.join(MERGED_WEIGHTS), model.named_weights(Some(params))?)?;
+    write(&dir.join(MERGED_WEIGHTS), &safetensors_bytes(model.named_weights(Some(params))?)?)?;
     if let Some(tok) = tokenizer {
         let path = dir.join("tokenizer.json");
         tok.save(&path, false).map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;

@@ -203,8 +203,14 @@ fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
 
 /// Loads a GGUF file of the llama architecture, dequantising every tensor.
 pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Checkpoint> {
-    let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let ct = gguf_file::Content::read(&mut file)?;
+    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    read_gguf(&mut std::io::BufReader::new(file), dtype, device)
+}
+
+/// Reads a GGUF model of the llama architecture from `file` (a file, or bytes in
+/// memory such as a base model fetched from the store), dequantising every tensor.
+pub fn read_gguf<R: std::io::Read + std::io::Seek>(file: &mut R, dtype: DType, device: &Device) -> Result<Checkpoint> {
+    let ct = gguf_file::Content::read(file)?;
     let arch = match meta(&ct, "general.architecture") {
         Some(gguf_file::Value::String(s)) => s.clone(),
         _ => return Err(ModelError::config("general.architecture", "missing or not a string")),
@@ -258,7 +264,7 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Checkpoin
     names.sort();
     for name in names {
         let Some(hf) = hf_name(name) else { continue };
-        let t = ct.tensor(&mut file, name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
+        let t = ct.tensor(file, name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
         let t = if hf.contains(".self_attn.q_proj.") {
             unpermute(&t, config.num_heads)?
         } else if hf.contains(".self_attn.k_proj.") {

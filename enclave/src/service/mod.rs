@@ -17,6 +17,7 @@
 //! and connection attempts. Nothing is logged that depends on private data.
 
 pub mod blobs;
+pub mod job;
 pub mod session;
 pub mod tls;
 
@@ -201,6 +202,18 @@ impl<T: Tee + Send + 'static> ServiceHandle<T> {
                 return Err(ServiceError::GrantDeadline { granted: shared.released.len(), required: shared.required });
             }
         }
+    }
+
+    /// The job's manifest.
+    pub fn manifest(&self) -> sealtune_attestation::manifest::JobManifest {
+        self.state.lock().key_release.manifest().clone()
+    }
+
+    /// Marks the job failed: no outputs will come, and grants are refused.
+    pub fn fail(&self) {
+        let mut shared = self.state.lock();
+        shared.phase = Phase::Failed;
+        shared.released.clear();
     }
 
     /// Publishes public progress: the phase, DP-SGD steps done and ε spent.

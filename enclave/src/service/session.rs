@@ -10,7 +10,8 @@
 
 use super::SharedState;
 use crate::tee::{Tee, TeeError};
-use sealtune_attestation::binding::TLS_EXPORTER_LEN;
+use sealtune_attestation::binding::{fetch_outputs_message, TLS_EXPORTER_LEN};
+use sealtune_attestation::identity::verify_signature;
 use sealtune_attestation::protocol::{Phase, Request, Response, PROTOCOL_VERSION};
 use zeroize::Zeroizing;
 
@@ -45,6 +46,12 @@ pub enum SessionError {
     /// The platform could not produce evidence.
     #[error("cannot produce evidence: {0}")]
     Attestation(#[from] TeeError),
+    /// Outputs were requested by a key the manifest does not name as a recipient.
+    #[error("{0} is not a recipient of this job's outputs")]
+    NotRecipient(String),
+    /// The recipient's signature does not cover this session.
+    #[error("the recipient's signature does not verify for this session")]
+    BadRecipientSignature,
     /// Outputs were requested before the job finished.
     #[error("the outputs are not ready: the job is in phase {}", .0.name())]
     OutputsNotReady(Phase),
@@ -121,7 +128,10 @@ impl Open {
                 Ok((Session::Attested(Attested { exporter: self.exporter }), response))
             }
             Request::Status => Ok((Session::Open(self), status(state))),
-            Request::FetchOutputs => Ok((Session::Open(self), outputs(state)?)),
+            Request::FetchOutputs { recipient, signature } => {
+                let response = outputs(&self.exporter, &recipient, &signature, state)?;
+                Ok((Session::Open(self), response))
+            }
             other => Err(SessionError::UnexpectedMessage { state: "before a challenge", message: other.name() }),
         }
     }
@@ -133,7 +143,7 @@ impl Attested {
             Request::Challenge { nonce } => challenge(&self.exporter, &nonce, state)?,
             Request::Grant { grant } => state.lock().accept_grant(&grant),
             Request::Status => status(state),
-            Request::FetchOutputs => outputs(state)?,
+            Request::FetchOutputs { recipient, signature } => outputs(&self.exporter, &recipient, &signature, state)?,
             other @ Request::Hello { .. } => {
                 return Err(SessionError::UnexpectedMessage { state: "after hello", message: other.name() })
             }
@@ -152,8 +162,20 @@ fn status<T: Tee>(state: &SharedState<T>) -> Response {
     Response::Status { phase: shared.phase, steps: shared.steps, epsilon_spent: shared.epsilon_spent }
 }
 
-fn outputs<T: Tee>(state: &SharedState<T>) -> Result<Response, SessionError> {
+/// The outputs, for a recipient of the manifest who signed this session's exporter.
+fn outputs<T: Tee>(
+    exporter: &Exporter,
+    recipient: &[u8; 32],
+    signature: &[u8; 64],
+    state: &SharedState<T>,
+) -> Result<Response, SessionError> {
     let shared = state.lock();
+    if !shared.key_release.manifest().recipients.iter().any(|r| **r == *recipient) {
+        return Err(SessionError::NotRecipient(hex::encode(recipient)));
+    }
+    if !verify_signature(recipient, &fetch_outputs_message(&exporter.0), signature) {
+        return Err(SessionError::BadRecipientSignature);
+    }
     match &shared.outputs {
         Some((files, receipt)) => Ok(Response::Outputs { files: files.clone(), receipt: receipt.clone() }),
         None => Err(SessionError::OutputsNotReady(shared.phase)),
