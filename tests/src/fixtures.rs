@@ -1,5 +1,6 @@
 //! Test fixtures: a job manifest and policies in the shapes users write them.
 
+use sealtune_attestation::identity::IdentityKey;
 use sealtune_attestation::manifest::{BaseModel, DatasetRef, JobManifest, LoraTerms, PrivacyTerms, TrainingTerms, MANIFEST_VERSION};
 use sealtune_attestation::policy::{JobTerms, Policy, POLICY_VERSION};
 use sealtune_enclave::tee::sim::SimPlatform;
@@ -21,8 +22,11 @@ pub fn sim_platform() -> SimPlatform {
 pub const MEASUREMENT: [u8; 48] = [0x5e; 48];
 /// The base model digest of [`manifest`].
 pub const BASE_MODEL: [u8; 32] = [0xb0; 32];
-/// The vendor key of [`manifest`].
-pub const VENDOR: [u8; 32] = [0xfe; 32];
+/// The vendor of [`manifest`]: its only recipient.
+pub fn vendor() -> &'static IdentityKey {
+    static KEY: OnceLock<IdentityKey> = OnceLock::new();
+    KEY.get_or_init(IdentityKey::generate)
+}
 
 /// A valid job over `datasets` (commitment, owner key).
 pub fn manifest(datasets: &[([u8; 32], [u8; 32])]) -> JobManifest {
@@ -43,7 +47,7 @@ pub fn manifest(datasets: &[([u8; 32], [u8; 32])]) -> JobManifest {
             privacy_unit: "record".into(),
         },
         datasets: datasets.iter().map(|&(commitment, owner)| DatasetRef { commitment, owner }).collect(),
-        recipients: vec![VENDOR.into()],
+        recipients: vec![vendor().public().into()],
     }
 }
 
@@ -61,7 +65,7 @@ pub fn owner_policy() -> Policy {
             max_epsilon: 8.0,
             max_delta: 1e-5,
             base_models: vec![hex(&BASE_MODEL)],
-            recipients: vec![hex(&VENDOR)],
+            recipients: vec![hex(&vendor().public())],
         }),
     }
 }

@@ -4,3 +4,4 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod fixtures;
+pub mod tiny_model;

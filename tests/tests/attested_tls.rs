@@ -16,7 +16,7 @@ use sealtune_enclave::keys::EnclaveKeys;
 use sealtune_enclave::service::{codec, tls, ServiceError, ServiceHandle};
 use sealtune_enclave::tee::sim::{SimLaunch, SimTee};
 use sealtune_host::client::{connect, tls_config, ClientError, JobStatus};
-use sealtune_tests::fixtures::{manifest, owner_policy, sim_platform, MEASUREMENT};
+use sealtune_tests::fixtures::{manifest, owner_policy, sim_platform, vendor, MEASUREMENT};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,13 +129,13 @@ async fn owner_attests_grants_and_reads_status_through_the_relay() {
     job.service.report_progress(Phase::Training, 7, 0.25);
     assert_eq!(session.status().await.unwrap(), JobStatus { phase: Phase::Training, steps: 7, epsilon_spent: 0.25 });
     // Outputs before the job finished: an error, and the enclave closes the session.
-    let err = session.fetch_outputs().await.unwrap_err();
+    let err = session.fetch_outputs(vendor()).await.unwrap_err();
     assert!(matches!(&err, ClientError::Remote(m) if m.contains("not ready") && m.contains("training")), "{err}");
 
     let files = vec![OutputBlob { name: "adapter_model.safetensors".into(), bytes: vec![1, 2, 3] }];
     job.service.publish_outputs(files.clone(), vec![9, 9]);
     let mut vendor = connect(relay, &policy, &job.manifest).await.unwrap();
-    let outputs = vendor.fetch_outputs().await.unwrap();
+    let outputs = vendor.fetch_outputs(sealtune_tests::fixtures::vendor()).await.unwrap();
     assert_eq!((outputs.files, outputs.receipt), (files, vec![9, 9]));
     assert_eq!(vendor.status().await.unwrap().phase, Phase::Finished);
     vendor.close().await.unwrap();
