@@ -5,9 +5,6 @@
 use crate::evidence::EnclavePublicKeys;
 use sha2::{Digest, Sha512};
 
-/// Domain tag for evidence that answers a key-release challenge.
-pub const KEY_RELEASE_TAG: &[u8] = b"sealtune/v1/key-release";
-
 /// Domain tag for evidence that vouches for a training receipt.
 pub const RECEIPT_TAG: &[u8] = b"sealtune/v1/receipt";
 
@@ -64,34 +61,9 @@ pub fn receipt_report_data(receipt_digest: &[u8; 32], keys: &EnclavePublicKeys) 
         .into()
 }
 
-/// REPORT_DATA for key-release evidence:
-/// SHA-512(tag ‖ nonce ‖ KEM key ‖ signing key ‖ manifest hash).
-pub fn key_release_report_data(nonce: &[u8; 32], keys: &EnclavePublicKeys, manifest_hash: &[u8; 32]) -> [u8; 64] {
-    Sha512::new()
-        .chain_update(KEY_RELEASE_TAG)
-        .chain_update(nonce)
-        .chain_update(keys.kem)
-        .chain_update(keys.signing)
-        .chain_update(manifest_hash)
-        .finalize()
-        .into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn golden_binding() {
-        let keys = EnclavePublicKeys { kem: [1; 32], signing: [2; 32] };
-        let data = key_release_report_data(&[3; 32], &keys, &[4; 32]);
-        // Independent recomputation with coreutils:
-        // (printf 'sealtune/v1/key-release'; for b in 3 1 2 4; do head -c32 /dev/zero | tr '\0' "\\$b"; done) | sha512sum
-        assert_eq!(
-            hex::encode(data),
-            "5425335022af8dde288cb566081aa559c6cd29a496f0ad735809d639fa71b4a7744e55ccab5d487860a02033fb87a1b5db312e16dfd5c194cab08571835282ea"
-        );
-    }
 
     #[test]
     fn golden_attested_tls_binding() {
@@ -102,7 +74,7 @@ mod tests {
             hex::encode(data),
             "8aa2947a11ec3cab971396a61b6a89da22c937c1f0295e51bf76682f1dfa7f3667e9b85cd9b4ef2ad4f7323b733278c13b3ce79466fac0dce20ee929090a1d5e"
         );
-        // Same inputs under the key-release tag give other bytes.
-        assert_ne!(data, key_release_report_data(&[3; 32], &keys, &[4; 32]));
+        // The same keys bound into a receipt give other bytes.
+        assert_ne!(data, receipt_report_data(&[5; 32], &keys));
     }
 }

@@ -6,7 +6,7 @@
 use crate::keys::EnclaveKeys;
 use crate::tee::{Tee, TeeError};
 use hpke::{Deserializable, Kem, OpModeR};
-use sealtune_attestation::binding::{attested_tls_report_data, key_release_report_data, TLS_EXPORTER_LEN};
+use sealtune_attestation::binding::{attested_tls_report_data, TLS_EXPORTER_LEN};
 use sealtune_attestation::evidence::{Evidence, EVIDENCE_VERSION};
 use sealtune_attestation::grant::{check_grant, hpke_info, GrantAead, GrantError, GrantKdf, GrantKem};
 use sealtune_attestation::manifest::JobManifest;
@@ -49,12 +49,6 @@ impl<T: Tee> KeyRelease<T> {
     /// The platform the enclave runs on.
     pub fn tee(&self) -> &T {
         &self.tee
-    }
-
-    /// Evidence answering the challenge `nonce`.
-    pub fn challenge(&mut self, nonce: &[u8; 32]) -> Result<Evidence, TeeError> {
-        let report_data = key_release_report_data(nonce, &self.keys.public(), &self.manifest_hash);
-        self.issue(&report_data)
     }
 
     /// Evidence answering the challenge `nonce` inside the TLS session whose

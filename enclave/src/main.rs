@@ -2,7 +2,6 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
-mod key_release_cmd;
 mod serve_cmd;
 mod train_cmd;
 
@@ -20,9 +19,8 @@ struct Cli {
 enum Command {
     /// Print this build's launch measurement on the simulated platform (hex).
     Measurement,
-    /// File-based key release: answer challenges, accept grants, open the corpora in memory.
-    KeyRelease(key_release_cmd::Args),
-    /// Serve attested TLS sessions for one job (owners' grants, status, outputs).
+    /// Run one job: serve attested TLS (owners' grants, status, outputs), fetch the
+    /// sealed corpora and the base model from the host's store, train, publish.
     Serve(serve_cmd::Args),
     /// DP-SGD fine-tuning of LoRA adapters on a plaintext JSON Lines file (development
     /// entry point). Writes a PEFT adapter and training-summary.json to --out.
@@ -34,7 +32,6 @@ fn main() -> ExitCode {
         Command::Measurement => sealtune_enclave::measurement::own_measurement()
             .map(|m| println!("{}", hex::encode(m)))
             .map_err(|e| format!("cannot measure this executable: {e}")),
-        Command::KeyRelease(args) => key_release_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
     };

@@ -96,15 +96,7 @@ pub(crate) enum Command {
 
 pub(crate) fn run(command: Command) -> Outcome {
     match command {
-        Command::Keygen { out } => {
-            if out.exists() {
-                return Err(Failure::input(format!("{} already exists; refusing to overwrite a key", out.display())));
-            }
-            let key = IdentityKey::generate();
-            files::write_atomic(&out, key.to_pem().as_bytes(), Access::Private)?;
-            println!("{}", hex::encode(key.public()));
-            Ok(())
-        }
+        Command::Keygen { out } => keygen(&out),
         Command::Seal { corpus, out, dek_out, dek, dataset_id } => seal(&corpus, &out, dek_out.as_deref(), dek.as_deref(), dataset_id),
         Command::Open { sealed, dek, out } => open(&sealed, &dek, &out),
         Command::Inspect { sealed, json } => inspect(&sealed, json),
@@ -113,6 +105,17 @@ pub(crate) fn run(command: Command) -> Outcome {
             grant(&host, &manifest, &policy, &dek, &sealed, &identity, json)
         }
     }
+}
+
+/// Writes a new identity key to `out` (never over an existing file) and prints its public half.
+pub(crate) fn keygen(out: &Path) -> Outcome {
+    if out.exists() {
+        return Err(Failure::input(format!("{} already exists; refusing to overwrite a key", out.display())));
+    }
+    let key = IdentityKey::generate();
+    files::write_atomic(out, key.to_pem().as_bytes(), Access::Private)?;
+    println!("{}", hex::encode(key.public()));
+    Ok(())
 }
 
 fn sealed_failure(path: &Path, e: SealedError) -> Failure {

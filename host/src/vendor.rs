@@ -18,6 +18,23 @@ use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
+    /// Create an identity signing key (Ed25519, PKCS#8 PEM, mode 0600); prints the public key.
+    Keygen {
+        /// Where to write the private key; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Upload the base model file to the host's store; prints its SHA-256.
+    Upload {
+        /// The model file (GGUF).
+        model: PathBuf,
+        /// The host's store address.
+        #[arg(long)]
+        host: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a job manifest signed with your key (CBOR); prints its hash, the enclave's HOST_DATA.
     Job(JobArgs),
     /// Wait for the job to finish, then fetch its adapter files and signed receipt
@@ -119,6 +136,13 @@ pub(crate) struct JobArgs {
 
 pub(crate) fn run(command: Command) -> Outcome {
     match command {
+        Command::Keygen { out } => crate::owner::keygen(&out),
+        Command::Upload { model, host, json } => {
+            let digest = crate::runtime()?
+                .block_on(sealtune_host::store::upload(host.as_str(), &model))
+                .map_err(|e| Failure::rejected(format!("upload of {} to {host} failed: {e}", model.display())))?;
+            crate::print_result(json, serde_json::json!({ "sha256": hex::encode(digest) }), hex::encode(digest))
+        }
         Command::Job(args) => job(args),
         Command::Fetch(args) => fetch(args),
     }

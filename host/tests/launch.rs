@@ -6,7 +6,8 @@ use sealtune_attestation::identity::IdentityKey;
 use sealtune_attestation::policy::Policy;
 use sealtune_attestation::protocol::Phase;
 use sealtune_host::client::connect;
-use sealtune_tests::fixtures::{manifest, owner_policy};
+use sealtune_attestation::manifest::SignedManifest;
+use sealtune_tests::fixtures::{manifest, owner_policy, vendor};
 use sha2::{Digest, Sha384};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -52,11 +53,13 @@ async fn launch_relays_an_attested_session_to_the_simulated_enclave() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let owner = IdentityKey::generate();
     let dataset = [0xda; 32];
-    let manifest = manifest(&[(dataset, owner.public())]);
+    // Two datasets, one granted below: the job stays waiting for grants.
+    let manifest = manifest(&[(dataset, owner.public()), ([0xdb; 32], owner.public())]);
     let manifest_path = dir.path().join("job.cbor");
-    std::fs::write(&manifest_path, manifest.to_cbor()).unwrap();
+    std::fs::write(&manifest_path, SignedManifest::sign(&manifest, vendor()).unwrap().to_cbor()).unwrap();
 
-    let args = ["host", "launch", "--manifest", p(&manifest_path), "--tee", "sim", "--sim-platform", p(&sim)];
+    // Nothing listens on the store address: the job never gets that far.
+    let args = ["host", "launch", "--manifest", p(&manifest_path), "--tee", "sim", "--sim-platform", p(&sim), "--store", "127.0.0.1:9"];
     let (mut launcher, info) = spawn(&[&args[..], &["--enclave-bin", p(&enclave_bin()), "--listen", "127.0.0.1:0", "--json"]].concat()).await;
     assert_eq!(info["manifest_hash"], hex::encode(manifest.hash()));
     let relay = info["listen"].as_str().unwrap().to_string();
@@ -85,7 +88,7 @@ async fn launch_relays_an_attested_session_to_the_simulated_enclave() {
 async fn launch_refuses_a_missing_platform_or_enclave_program() {
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = dir.path().join("job.cbor");
-    std::fs::write(&manifest_path, manifest(&[([1; 32], [2; 32])]).to_cbor()).unwrap();
+    std::fs::write(&manifest_path, SignedManifest::sign(&manifest(&[([1; 32], [2; 32])]), vendor()).unwrap().to_cbor()).unwrap();
     let base = ["host", "launch", "--manifest", p(&manifest_path), "--listen", "127.0.0.1:0"];
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sealtune")).args(base).args(["--tee", "sim"]).output().unwrap();
@@ -95,7 +98,7 @@ async fn launch_refuses_a_missing_platform_or_enclave_program() {
     let missing = dir.path().join("no-such-enclave");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sealtune"))
         .args(base)
-        .args(["--tee", "sim", "--sim-platform", p(dir.path()), "--enclave-bin", p(&missing)])
+        .args(["--tee", "sim", "--sim-platform", p(dir.path()), "--store", "127.0.0.1:9", "--enclave-bin", p(&missing)])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -1,7 +1,7 @@
 //! The trust core on the simulated platform: evidence, verification order,
 //! and attestation-gated key grants, including the attacks each check stops.
 
-use sealtune_attestation::binding::key_release_report_data;
+use sealtune_attestation::binding::attested_tls_report_data;
 use sealtune_attestation::evidence::Evidence;
 use sealtune_attestation::grant::{make_grant, GrantError};
 use sealtune_attestation::identity::IdentityKey;
@@ -39,9 +39,12 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-/// The owner's full check of evidence answering `nonce`.
+/// The TLS exporter value of the session the challenges in these tests are answered on.
+const EXPORTER: [u8; 32] = [0xe0; 32];
+
+/// The owner's full check of evidence answering `nonce` on the session of [`EXPORTER`].
 fn owner_verifies(evidence: &Evidence, policy: &Policy, manifest: &JobManifest, nonce: &[u8; 32]) -> Result<BoundEvidence, VerifyError> {
-    let expected = key_release_report_data(nonce, &evidence.keys, &manifest.hash());
+    let expected = attested_tls_report_data(&EXPORTER, nonce, &evidence.keys, &manifest.hash());
     verify_report(evidence, policy, now())?.bind(evidence, &manifest.hash(), &expected)
 }
 
@@ -49,7 +52,7 @@ fn owner_verifies(evidence: &Evidence, policy: &Policy, manifest: &JobManifest, 
 fn simulated_evidence_verifies_only_when_the_policy_allows_it() {
     let mut s = setup();
     let nonce = [7; 32];
-    let evidence = s.enclave.challenge(&nonce).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &nonce).unwrap();
     let bound = owner_verifies(&evidence, &owner_policy(), &s.manifest, &nonce).unwrap();
     assert!(bound.claims.simulated);
     assert_eq!(bound.claims.tee, "sim");
@@ -62,7 +65,7 @@ fn simulated_evidence_verifies_only_when_the_policy_allows_it() {
 #[test]
 fn evidence_survives_its_encoding() {
     let mut s = setup();
-    let evidence = s.enclave.challenge(&[1; 32]).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &[1; 32]).unwrap();
     assert_eq!(Evidence::from_cbor(&evidence.to_cbor()).unwrap(), evidence);
 }
 
@@ -70,7 +73,7 @@ fn evidence_survives_its_encoding() {
 fn every_bit_flip_in_the_signed_report_fails() {
     let mut s = setup();
     let nonce = [9; 32];
-    let evidence = s.enclave.challenge(&nonce).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &nonce).unwrap();
     let policy = owner_policy();
     // Every byte, one bit each (cycling through bit positions), plus the signature.
     for at in 0..SIGNED_LEN + 144 {
@@ -83,7 +86,7 @@ fn every_bit_flip_in_the_signed_report_fails() {
 #[test]
 fn a_claimed_real_kind_with_a_simulated_root_is_refused() {
     let mut s = setup();
-    let mut evidence = s.enclave.challenge(&[2; 32]).unwrap();
+    let mut evidence = s.enclave.challenge_session(&EXPORTER, &[2; 32]).unwrap();
     evidence.tee = sealtune_attestation::evidence::TeeKind::SevSnp;
     let err = owner_verifies(&evidence, &owner_policy(), &s.manifest, &[2; 32]).unwrap_err();
     assert!(matches!(err, VerifyError::KindMismatch { .. }), "{err}");
@@ -94,7 +97,7 @@ fn each_check_has_its_own_error() {
     let policy = owner_policy();
 
     let mut s = setup();
-    let evidence = s.enclave.challenge(&[1; 32]).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &[1; 32]).unwrap();
     let err = owner_verifies(&evidence, &policy, &s.manifest, &[2; 32]).unwrap_err();
     assert!(matches!(err, VerifyError::ReportDataMismatch), "wrong nonce: {err}");
 
@@ -107,18 +110,18 @@ fn each_check_has_its_own_error() {
     assert!(matches!(err, VerifyError::MeasurementNotAllowed(_)), "measurement: {err}");
 
     let mut s = setup_with(|l| l.debug = true);
-    let evidence = s.enclave.challenge(&[1; 32]).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &[1; 32]).unwrap();
     let err = owner_verifies(&evidence, &policy, &s.manifest, &[1; 32]).unwrap_err();
     assert!(matches!(err, VerifyError::DebugEnabled), "debug: {err}");
 
     let mut s = setup_with(|l| l.vmpl = 2);
-    let evidence = s.enclave.challenge(&[1; 32]).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &[1; 32]).unwrap();
     let err = owner_verifies(&evidence, &policy, &s.manifest, &[1; 32]).unwrap_err();
     assert!(matches!(err, VerifyError::Vmpl { vmpl: 2, max: 0 }), "vmpl: {err}");
 
     // A stale firmware: the simulated platform reports SIM_TCB; demand more.
     let mut s = setup();
-    let evidence = s.enclave.challenge(&[1; 32]).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &[1; 32]).unwrap();
     let mut min = sealtune_enclave::tee::sim::SIM_TCB;
     min.snp += 1;
     let stale = Policy { min_tcb: Some(min), ..owner_policy() };
@@ -130,7 +133,7 @@ fn each_check_has_its_own_error() {
 fn a_grant_opens_in_the_enclave_it_was_made_for() {
     let mut s = setup();
     let nonce = [3; 32];
-    let evidence = s.enclave.challenge(&nonce).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &nonce).unwrap();
     let bound = owner_verifies(&evidence, &owner_policy(), &s.manifest, &nonce).unwrap();
     let dek = [0x42; 32];
     let grant = make_grant(&bound, &s.manifest, &owner_policy(), &s.dataset, &dek, &s.owner).unwrap();
@@ -143,13 +146,13 @@ fn a_grant_opens_in_the_enclave_it_was_made_for() {
 fn a_grant_replayed_to_another_enclave_is_refused() {
     let mut s = setup();
     let nonce = [4; 32];
-    let evidence = s.enclave.challenge(&nonce).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &nonce).unwrap();
     let bound = owner_verifies(&evidence, &owner_policy(), &s.manifest, &nonce).unwrap();
     let grant = make_grant(&bound, &s.manifest, &owner_policy(), &s.dataset, &[1; 32], &s.owner).unwrap();
 
     // Same job, same platform, but another enclave instance (other keys).
     let mut twin = KeyRelease::new(s.manifest.clone(), SimTee::launch(sim_platform(), SimLaunch::new(MEASUREMENT, s.manifest.hash())));
-    twin.challenge(&nonce).unwrap();
+    twin.challenge_session(&EXPORTER, &nonce).unwrap();
     assert!(matches!(twin.accept(&grant), Err(GrantError::WrongEnclave)));
 }
 
@@ -158,7 +161,7 @@ fn a_grant_for_another_manifest_is_refused() {
     // The owner verified enclave A (job A) and granted; enclave B runs job B.
     let mut a = setup();
     let nonce = [5; 32];
-    let evidence = a.enclave.challenge(&nonce).unwrap();
+    let evidence = a.enclave.challenge_session(&EXPORTER, &nonce).unwrap();
     let bound = owner_verifies(&evidence, &owner_policy(), &a.manifest, &nonce).unwrap();
     let grant = make_grant(&bound, &a.manifest, &owner_policy(), &a.dataset, &[1; 32], &a.owner).unwrap();
 
@@ -176,7 +179,7 @@ fn a_grant_for_another_manifest_is_refused() {
 fn a_tampered_or_foreign_grant_is_refused() {
     let mut s = setup();
     let nonce = [6; 32];
-    let evidence = s.enclave.challenge(&nonce).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &nonce).unwrap();
     let bound = owner_verifies(&evidence, &owner_policy(), &s.manifest, &nonce).unwrap();
     let grant = make_grant(&bound, &s.manifest, &owner_policy(), &s.dataset, &[1; 32], &s.owner).unwrap();
     for at in 0..grant.len() {
@@ -194,7 +197,7 @@ fn a_tampered_or_foreign_grant_is_refused() {
 fn terms_outside_the_owner_policy_release_nothing() {
     let mut s = setup();
     let nonce = [8; 32];
-    let evidence = s.enclave.challenge(&nonce).unwrap();
+    let evidence = s.enclave.challenge_session(&EXPORTER, &nonce).unwrap();
     let bound = owner_verifies(&evidence, &owner_policy(), &s.manifest, &nonce).unwrap();
     let mut tight = owner_policy();
     tight.job.as_mut().unwrap().max_epsilon = 1.0;
