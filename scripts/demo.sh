@@ -1,73 +1,110 @@
 #!/usr/bin/env bash
 # The main job, end to end on the simulated enclave (README's first command).
 #
-# Today this walks the trust-core flow over the CLI: a simulated SEV-SNP
-# platform, a data owner sealing synthetic clinical notes, a vendor's job
-# manifest, the enclave answering the owner's challenge, the owner verifying
-# the evidence and granting the key, and the enclave opening the corpus in
-# memory. It ends by comparing the enclave's plaintext digest with the
-# owner's file.
+# On localhost: the operator serves the blob store; two hospitals seal
+# synthetic clinical notes and upload the ciphertext; the vendor uploads
+# SmolLM2-135M-Instruct and signs a job; the operator launches the enclave;
+# both hospitals verify its evidence and grant their keys; the enclave trains
+# LoRA adapters with DP-SGD; the vendor fetches the adapter and receipt and
+# verifies them offline. It ends with the receipt's key facts and text from
+# the base and the fine-tuned model.
+#
+# Environment: DEMO_STEPS (default 12) DP-SGD steps; DEMO_OUT (default
+# demo-out) the output folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+steps="${DEMO_STEPS:-12}"
+out="${DEMO_OUT:-demo-out}"
+model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
+[ -f "$model" ] || scripts/fetch-model.sh models >/dev/null
 cargo build --workspace --bins --quiet
-bin=target/debug
-out=demo-out
-rm -rf "$out" && mkdir -p "$out"
+bin="$PWD/target/debug"
+rm -rf "$out" && mkdir -p "$out"/{host,vendor,stmary,royalfree}
 
-echo "== simulated platform"
-"$bin/sealtune" sim init --out "$out/sim"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+# Starts a long-running command, its logs in $2, and prints its first output line.
+start() {
+    local log=$1; shift
+    local fifo; fifo=$(mktemp -u); mkfifo "$fifo"
+    "$@" >"$fifo" 2>"$log" &
+    pids+=($!)
+    local first; read -r first <"$fifo"; rm "$fifo"
+    echo "$first"
+}
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
-echo "== data owner: identity key and sealed corpus"
-owner_pub=$("$bin/sealtune" owner keygen --out "$out/owner.key")
-python3 scripts/synth_notes.py "St. Example Hospital" 60 1 > "$out/notes.jsonl"
-commitment=$("$bin/sealtune" owner seal "$out/notes.jsonl" --out "$out/notes.sealed" --dek-out "$out/notes.dek")
-"$bin/sealtune" owner inspect "$out/notes.sealed"
+echo "== operator: simulated platform and blob store"
+"$bin/sealtune" sim init --out "$out/host/sim"
+store=$(field "$(start "$out/host/store.log" "$bin/sealtune" host serve --store "$out/host/store" --listen 127.0.0.1:0 --json)" listen)
+echo "store on $store"
 
-echo "== model vendor: job manifest"
-vendor_pub=$("$bin/sealtune" owner keygen --out "$out/vendor.key")
-printf 'base model placeholder: the trust-core flow does not train\n' > "$out/base-model.bin"
-model_sha=$(sha256sum "$out/base-model.bin" | cut -d' ' -f1)
-manifest_hash=$("$bin/sealtune" vendor job --model "$out/base-model.bin" --dataset "$commitment:$owner_pub" \
-    --recipient "$vendor_pub" --epsilon 8 --delta 1e-5 --sampling-rate 0.05 --expected-batch 3 \
-    --max-steps 200 --out "$out/job.cbor")
-echo "manifest hash $manifest_hash"
+for h in stmary royalfree; do
+    echo "== $h: seal synthetic notes and upload the ciphertext"
+    seed=$([ "$h" = stmary ] && echo 1 || echo 2)
+    python3 scripts/synth_notes.py "$h" 150 "$seed" > "$out/$h/notes.jsonl"
+    "$bin/sealtune" owner keygen --out "$out/$h/owner.key" > "$out/$h/owner.pub"
+    "$bin/sealtune" owner seal "$out/$h/notes.jsonl" --out "$out/$h/notes.sealed" --dek-out "$out/$h/notes.dek" > "$out/$h/commitment"
+    "$bin/sealtune" owner upload "$out/$h/notes.sealed" --host "$store" >/dev/null
+    echo "dataset $(cat "$out/$h/commitment")"
+done
 
-echo "== owner policy: trust this enclave build on the simulated platform"
+echo "== vendor: upload the base model and sign the job"
+vendor_pub=$("$bin/sealtune" vendor keygen --out "$out/vendor/vendor.key")
+model_sha=$("$bin/sealtune" vendor upload "$model" --host "$store")
+# N_declared = B̄ / q = 320 records: a public bound above the 300 the hospitals hold.
+"$bin/sealtune" vendor job --model "$model" --model-name HuggingFaceTB/SmolLM2-135M-Instruct \
+    --identity "$out/vendor/vendor.key" \
+    --dataset "$(cat "$out/stmary/commitment"):$(cat "$out/stmary/owner.pub")" \
+    --dataset "$(cat "$out/royalfree/commitment"):$(cat "$out/royalfree/owner.pub")" \
+    --epsilon 8 --delta 1e-5 --clip 1.0 --sampling-rate 0.025 --expected-batch 8 --max-steps "$steps" \
+    --lora-rank 8 --lora-alpha 16 --lora-targets q,v --learning-rate 5e-3 --max-seq-len 64 \
+    --job-id clinical-notes-demo --out "$out/vendor/job.cbor" > "$out/vendor/manifest-hash"
+echo "job $(cat "$out/vendor/manifest-hash")"
+
+echo "== operator: launch the enclave for the job"
+relay=$(field "$(start "$out/host/launch.log" "$bin/sealtune" host launch --manifest "$out/vendor/job.cbor" --tee sim \
+    --sim-platform "$out/host/sim" --store "$store" --listen 127.0.0.1:0 --json)" listen)
+echo "relay on $relay"
+
+# Owners and vendor trust exactly this enclave build on the simulated platform.
 measurement=$("$bin/sealtune-enclave" measurement)
-cat > "$out/owner.toml" <<TOML
-version = 1
-allow_simulated = true
-measurements = ["$measurement"]
+policy() {
+    printf 'version = 1\nallow_simulated = true\nmeasurements = ["%s"]\n\n[job]\nmax_epsilon = 8.0\nmax_delta = 1e-5\nbase_models = ["%s"]\nrecipients = ["%s"]\n' \
+        "$measurement" "$model_sha" "$vendor_pub"
+}
+for h in stmary royalfree; do
+    echo "== $h: verify the enclave and grant the key"
+    policy > "$out/$h/owner.toml"
+    "$bin/sealtune" owner grant --host "$relay" --manifest "$out/vendor/job.cbor" --policy "$out/$h/owner.toml" \
+        --dek "$out/$h/notes.dek" --sealed "$out/$h/notes.sealed" --identity "$out/$h/owner.key"
+done
 
-[job]
-max_epsilon = 8.0
-max_delta = 1e-5
-base_models = ["$model_sha"]
-recipients = ["$vendor_pub"]
-TOML
+echo "== vendor: wait for training, fetch, verify offline"
+policy > "$out/vendor/vendor.toml"
+"$bin/sealtune" vendor fetch --host "$relay" --manifest "$out/vendor/job.cbor" --policy "$out/vendor/vendor.toml" \
+    --identity "$out/vendor/vendor.key" --out "$out/vendor/adapter"
+"$bin/sealtune" verify "$out/vendor/adapter" --policy "$out/vendor/vendor.toml" --manifest "$out/vendor/job.cbor" --json \
+    > "$out/vendor/verified.json"
+python3 - "$out/vendor/verified.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"receipt verified: epsilon = {r['epsilon']:.3f} (recomputed {r['epsilon_recomputed']:.3f}) at delta = {r['delta']:g}")
+print(f"  {r['steps']} DP-SGD steps, q = {r['sampling_rate']}, sigma = {r['noise_multiplier']:.3f}, C = {r['clip_norm']}, unit = {r['privacy_unit']}")
+print(f"  datasets: {', '.join(d[:16] + '...' for d in r['datasets'])}")
+print(f"  enclave measurement {r['measurement'][:16]}..., simulated = {r['simulated']}")
+PY
 
-echo "== enclave: answer the owner's challenge, then wait for the grant"
-nonce=$("$bin/sealtune" owner challenge)
-"$bin/sealtune-enclave" key-release --manifest "$out/job.cbor" --sim-platform "$out/sim" \
-    --challenge "$nonce=$out/evidence.cbor" --grant "$out/grant.cbor=$out/notes.sealed" \
-    --timeout-secs 60 > "$out/enclave.log" &
-enclave_pid=$!
-for _ in $(seq 1 100); do [ -f "$out/evidence.cbor" ] && break; sleep 0.1; done
-
-echo "== owner: verify the evidence and grant the key"
-"$bin/sealtune" attest verify --tee sim --evidence "$out/evidence.cbor" --policy "$out/owner.toml"
-"$bin/sealtune" owner grant --evidence "$out/evidence.cbor" --nonce "$nonce" --policy "$out/owner.toml" \
-    --manifest "$out/job.cbor" --dek "$out/notes.dek" --sealed "$out/notes.sealed" \
-    --identity "$out/owner.key" --out "$out/grant.cbor"
-wait "$enclave_pid"
-cat "$out/enclave.log"
-
-owner_sha=$(sha256sum "$out/notes.jsonl" | cut -d' ' -f1)
-if grep -q "plaintext sha256 $owner_sha" "$out/enclave.log"; then
-    echo "OK: the enclave decrypted exactly the owner's corpus ($owner_sha)"
-else
-    echo "FAIL: the enclave's plaintext digest differs from the owner's ($owner_sha)" >&2
-    exit 1
-fi
-echo "files are in $out/"
+echo "== base model vs fine-tuned adapter"
+prompt="stmary visit note 151. Patient"
+python3 scripts/synth_notes.py "stmary" 40 3 > "$out/vendor/heldout.jsonl"
+for adapter in "" "$out/vendor/adapter"; do
+    label=${adapter:+fine-tuned}; label=${label:-base}
+    args=(--model "$model"); [ -n "$adapter" ] && args+=(--adapter "$adapter")
+    ppl=$("$bin/sealtune" model eval "${args[@]}" --data "$out/vendor/heldout.jsonl" --json | python3 -c "import json,sys; print(round(json.load(sys.stdin)['perplexity'], 2))")
+    text=$("$bin/sealtune" model generate "${args[@]}" --prompt "$prompt" --max-tokens 32)
+    echo "[$label] held-out perplexity $ppl"
+    echo "[$label] $text"
+done
+echo "files: adapter and receipt in $out/vendor/adapter/, host store and logs in $out/host/"
