@@ -3,8 +3,9 @@
 
 use sealtune_attestation::evidence::{EnclavePublicKeys, Evidence, EvidenceError, TeeKind, EVIDENCE_VERSION};
 use sealtune_attestation::grant::{GrantBody, SignedGrant, GRANT_VERSION};
+use sealtune_attestation::identity::IdentityKey;
 use sealtune_attestation::manifest::{
-    BaseModel, DatasetRef, JobManifest, LoraTerms, ManifestError, PrivacyTerms, TrainingTerms, MANIFEST_VERSION,
+    BaseModel, DatasetRef, JobManifest, LoraTerms, ManifestError, PrivacyTerms, SignedManifest, TrainingTerms, MANIFEST_VERSION,
 };
 
 /// docs/formats/job-manifest.md, "Test vector".
@@ -96,4 +97,50 @@ fn grant_golden_bytes() {
     let body = sealtune_attestation::cbor::to_vec(&body);
     let signed = SignedGrant { version: GRANT_VERSION, body, signature: [8; 64] };
     assert_eq!(hex::encode(sealtune_attestation::cbor::to_vec(&signed)), GRANT_HEX);
+}
+
+/// The vendor key of the signed-job vector: Ed25519 with the seed 0x11 × 32.
+const VECTOR_VENDOR_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBERERERERERERERERERERERERERERERERERERERERER\n-----END PRIVATE KEY-----\n";
+const VECTOR_VENDOR_PUBLIC: &str = "d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737";
+
+/// docs/formats/job-manifest.md, "Signed job file": the vector manifest with
+/// the vendor as its recipient, signed (Ed25519 signatures are deterministic).
+#[test]
+fn signed_manifest_golden_bytes() {
+    let vendor = IdentityKey::from_pem(VECTOR_VENDOR_PEM).unwrap();
+    assert_eq!(hex::encode(vendor.public()), VECTOR_VENDOR_PUBLIC);
+    let mut m = vector_manifest();
+    m.recipients = vec![vendor.public().into()];
+    let bytes = SignedManifest::sign(&m, &vendor).unwrap().to_cbor();
+    let golden = include_str!("vectors/signed-manifest-v1.hex").trim();
+    assert_eq!(hex::encode(&bytes), golden);
+    let job = SignedManifest::open(&bytes).unwrap();
+    assert_eq!((job.manifest, job.vendor), (m, vendor.public()));
+}
+
+#[test]
+fn signed_manifest_refuses_forgeries_and_strangers() {
+    let vendor = IdentityKey::from_pem(VECTOR_VENDOR_PEM).unwrap();
+    let mut m = vector_manifest();
+    m.recipients = vec![vendor.public().into()];
+    let signed = SignedManifest::sign(&m, &vendor).unwrap();
+    // Any change to the manifest bytes breaks the signature.
+    let mut altered = signed.clone();
+    let at = altered.manifest.len() - 1;
+    altered.manifest[at] ^= 1;
+    assert!(matches!(SignedManifest::open(&altered.to_cbor()), Err(ManifestError::BadSignature)));
+    // A vendor may sign only jobs whose outputs it receives.
+    let stranger = IdentityKey::generate();
+    assert!(matches!(SignedManifest::sign(&m, &stranger), Err(ManifestError::VendorNotRecipient(_))));
+    let mut forged = SignedManifest::sign(&vector_manifest_for(&stranger), &stranger).unwrap();
+    forged.manifest = signed.manifest.clone();
+    forged.signature = stranger.sign(&[b"sealtune/v1/job-manifest".as_slice(), &signed.manifest].concat());
+    assert!(matches!(SignedManifest::open(&forged.to_cbor()), Err(ManifestError::VendorNotRecipient(_))));
+    let mut future = signed;
+    future.version = 2;
+    assert!(matches!(SignedManifest::open(&future.to_cbor()), Err(ManifestError::UnsupportedVersion(2))));
+}
+
+fn vector_manifest_for(vendor: &IdentityKey) -> JobManifest {
+    JobManifest { recipients: vec![vendor.public().into()], ..vector_manifest() }
 }

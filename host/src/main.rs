@@ -29,10 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Data owners: keys, challenges and key grants.
+    /// Data owners: keys, sealing, uploads and key grants.
     #[command(subcommand)]
     Owner(owner::Command),
-    /// Model vendors: job manifests.
+    /// Model vendors: keys, model uploads, signed jobs, fetching outputs.
     #[command(subcommand)]
     Vendor(vendor::Command),
     /// Vendors: verify a job's outputs and receipt offline.

@@ -4,6 +4,7 @@
 //! another key), plus the session state machine seen from the wire.
 
 use futures::{SinkExt, StreamExt};
+use sealtune_attestation::grant::make_grant;
 use sealtune_attestation::identity::IdentityKey;
 use sealtune_attestation::manifest::JobManifest;
 use sealtune_attestation::policy::Policy;
@@ -188,8 +189,9 @@ async fn the_session_state_machine_refuses_out_of_order_messages() {
 
     // Another protocol version.
     let mut s = raw_session(job.enclave).await;
-    let message = error_message(send_raw(&mut s, Request::Hello { version: 2 }.to_cbor()).await);
-    assert!(message.contains("unsupported protocol version 2"), "{message}");
+    let future = PROTOCOL_VERSION + 1;
+    let message = error_message(send_raw(&mut s, Request::Hello { version: future }.to_cbor()).await);
+    assert!(message.contains(&format!("unsupported protocol version {future}")), "{message}");
     assert!(closed(&mut s).await);
 
     // A grant before a challenge on this session.
@@ -225,6 +227,30 @@ async fn the_session_state_machine_refuses_out_of_order_messages() {
     // None of this released anything or moved the job.
     assert_eq!(job.service.wait_for_grants(Duration::from_millis(10)).await.err().map(|e| e.to_string()),
         Some("only 0 of the 1 datasets of the manifest were granted before the deadline".to_string()));
+}
+
+#[tokio::test]
+async fn a_grant_replayed_to_a_second_enclave_of_the_same_job_is_refused() {
+    let job = start_job().await;
+    // The operator launches a twin of the enclave for the same manifest.
+    let tee = SimTee::launch(sim_platform(), SimLaunch::new(MEASUREMENT, job.manifest.hash()));
+    let twin = ServiceHandle::new(KeyRelease::new(job.manifest.clone(), tee)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let twin_addr = listener.local_addr().unwrap();
+    tokio::spawn(twin.clone().serve(listener));
+
+    // The owner's grant, made for the first enclave's attested session...
+    let session = connect(job.enclave, &owner_policy(), &job.manifest).await.unwrap();
+    let grant = make_grant(session.evidence(), &job.manifest, &owner_policy(), &job.dataset, &[0x42; 32], &job.owner).unwrap();
+    // ...sent by the operator to the twin, on an attested session of its own.
+    let mut s = raw_session(twin_addr).await;
+    send_raw(&mut s, Request::Hello { version: PROTOCOL_VERSION }.to_cbor()).await.unwrap();
+    assert!(matches!(send_raw(&mut s, Request::Challenge { nonce: [3; 32] }.to_cbor()).await, Some(Response::Evidence { .. })));
+    match send_raw(&mut s, Request::Grant { grant }.to_cbor()).await {
+        Some(Response::Refused { reason }) => assert!(reason.contains("another enclave"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(twin.wait_for_grants(Duration::from_millis(10)).await.is_err(), "the twin released nothing");
 }
 
 #[tokio::test]

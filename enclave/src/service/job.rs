@@ -176,8 +176,12 @@ fn train<T: Tee + Send + 'static>(
     }
     drop(keys);
     service.report_progress(Phase::Training, 0, 0.0);
-    fine_tune(&ckpt, data, plan, lora, &mut |p| service.report_progress(Phase::Training, p.step, p.epsilon))
-        .map_err(JobError::Training)
+    fine_tune(&ckpt, data, plan, lora, &mut |p| {
+        // The step count and ε are public: the status request returns them too.
+        tracing::info!(step = p.step, max_steps = p.max_steps, epsilon = p.epsilon, "DP-SGD step done");
+        service.report_progress(Phase::Training, p.step, p.epsilon)
+    })
+    .map_err(JobError::Training)
 }
 
 fn receipt(manifest: &JobManifest, plan: &Plan, trained: &Trained, files: &[OutputBlob], context: &JobContext) -> Receipt {
