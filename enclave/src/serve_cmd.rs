@@ -5,12 +5,16 @@
 //! serving status and outputs.
 
 use clap::{Parser, ValueEnum};
-use sealtune_attestation::manifest::SignedManifest;
+use sealtune_attestation::evidence::TeeKind;
+use sealtune_attestation::manifest::{JobManifest, SignedManifest};
 use sealtune_enclave::key_release::KeyRelease;
 use sealtune_enclave::measurement::own_measurement;
 use sealtune_enclave::service::job::{run_job, JobContext};
 use sealtune_enclave::service::ServiceHandle;
+use sealtune_enclave::tee::configfs::{ConfigfsTsm, DEFAULT_REPORT_ROOT};
+use sealtune_enclave::tee::launch::check_launch;
 use sealtune_enclave::tee::sim::{SimLaunch, SimPlatform, SimTee};
+use sealtune_enclave::tee::Tee;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +25,10 @@ use std::time::Duration;
 pub(crate) enum TeeChoice {
     /// sealtune's simulated SEV-SNP platform (development only).
     Sim,
+    /// An AMD SEV-SNP guest, through Linux configfs-tsm.
+    Snp,
+    /// An Intel TDX guest, through Linux configfs-tsm.
+    Tdx,
 }
 
 #[derive(Parser)]
@@ -37,9 +45,12 @@ pub(crate) struct Args {
     /// The platform to attest on.
     #[arg(long, value_enum, default_value = "sim")]
     tee: TeeChoice,
-    /// The simulated platform directory (`sealtune sim init`).
-    #[arg(long)]
-    sim_platform: PathBuf,
+    /// With --tee sim: the simulated platform directory (`sealtune sim init`).
+    #[arg(long, required_if_eq("tee", "sim"))]
+    sim_platform: Option<PathBuf>,
+    /// With --tee snp|tdx: the configfs-tsm report directory.
+    #[arg(long, default_value = DEFAULT_REPORT_ROOT)]
+    configfs: PathBuf,
     /// Address to serve attested TLS on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -54,13 +65,26 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let manifest_bytes = std::fs::read(&args.manifest).map_err(|e| format!("{}: {e}", args.manifest.display()))?;
     let manifest = SignedManifest::open(&manifest_bytes).map_err(|e| format!("{}: {e}", args.manifest.display()))?.manifest;
-    let (tee, measurement, simulated) = match args.tee {
-        TeeChoice::Sim => {
-            let platform = SimPlatform::load(&args.sim_platform).map_err(|e| e.to_string())?;
+    match (args.tee, &args.sim_platform) {
+        (TeeChoice::Sim, Some(dir)) => {
+            let platform = SimPlatform::load(dir).map_err(|e| e.to_string())?;
             let measurement = own_measurement().map_err(|e| format!("cannot measure this executable: {e}"))?;
-            (SimTee::launch(platform, SimLaunch::new(measurement, manifest.hash())), measurement, true)
+            let tee = SimTee::launch(platform, SimLaunch::new(measurement, manifest.hash()));
+            serve(args, manifest, tee, measurement, true)
         }
-    };
+        (TeeChoice::Snp | TeeChoice::Tdx, _) => {
+            let kind = if matches!(args.tee, TeeChoice::Snp) { TeeKind::SevSnp } else { TeeKind::Tdx };
+            let tee = ConfigfsTsm::new(&args.configfs, kind);
+            let measurement = check_launch(&tee, kind, &manifest.hash()).map_err(|e| e.to_string())?;
+            serve(args, manifest, tee, measurement, false)
+        }
+        // clap requires --sim-platform with --tee sim.
+        (TeeChoice::Sim, None) => Err("--tee sim needs --sim-platform".into()),
+    }
+}
+
+/// Serves the job on `tee` until it is stopped.
+fn serve<T: Tee + Send + 'static>(args: Args, manifest: JobManifest, tee: T, measurement: [u8; 48], simulated: bool) -> Result<(), String> {
     let service = ServiceHandle::new(KeyRelease::new(manifest, tee)).map_err(|e| e.to_string())?;
     let context = JobContext {
         store: args.store,

@@ -87,6 +87,8 @@ fn run(command: Command) -> Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs (the store's and the relay's) go to standard error; results to standard output.
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

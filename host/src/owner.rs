@@ -18,6 +18,9 @@ pub(crate) enum Command {
         /// Where to write the private key; must not exist.
         #[arg(long)]
         out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Seal a JSONL corpus; prints the dataset commitment (SHA-256 of the sealed file).
     Seal {
@@ -35,6 +38,9 @@ pub(crate) enum Command {
         /// The dataset's name in the header (default: the corpus file name).
         #[arg(long)]
         dataset_id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Decrypt your own sealed file (written only if every chunk authenticates).
     Open {
@@ -96,8 +102,10 @@ pub(crate) enum Command {
 
 pub(crate) fn run(command: Command) -> Outcome {
     match command {
-        Command::Keygen { out } => keygen(&out),
-        Command::Seal { corpus, out, dek_out, dek, dataset_id } => seal(&corpus, &out, dek_out.as_deref(), dek.as_deref(), dataset_id),
+        Command::Keygen { out, json } => keygen(&out, json),
+        Command::Seal { corpus, out, dek_out, dek, dataset_id, json } => {
+            seal(&corpus, &out, dek_out.as_deref(), dek.as_deref(), dataset_id, json)
+        }
         Command::Open { sealed, dek, out } => open(&sealed, &dek, &out),
         Command::Inspect { sealed, json } => inspect(&sealed, json),
         Command::Upload { sealed, host, json } => upload(&sealed, &host, json),
@@ -108,14 +116,14 @@ pub(crate) fn run(command: Command) -> Outcome {
 }
 
 /// Writes a new identity key to `out` (never over an existing file) and prints its public half.
-pub(crate) fn keygen(out: &Path) -> Outcome {
+pub(crate) fn keygen(out: &Path, json: bool) -> Outcome {
     if out.exists() {
         return Err(Failure::input(format!("{} already exists; refusing to overwrite a key", out.display())));
     }
     let key = IdentityKey::generate();
     files::write_atomic(out, key.to_pem().as_bytes(), Access::Private)?;
-    println!("{}", hex::encode(key.public()));
-    Ok(())
+    let public = hex::encode(key.public());
+    crate::print_result(json, serde_json::json!({ "public_key": public }), public.clone())
 }
 
 fn sealed_failure(path: &Path, e: SealedError) -> Failure {
@@ -136,7 +144,7 @@ fn read_dek(path: &Path) -> Result<DataKey, Failure> {
     DataKey::from_file(&text).map_err(|e| sealed_failure(path, e))
 }
 
-fn seal(corpus: &Path, out: &Path, dek_out: Option<&Path>, dek: Option<&Path>, dataset_id: Option<String>) -> Outcome {
+fn seal(corpus: &Path, out: &Path, dek_out: Option<&Path>, dek: Option<&Path>, dataset_id: Option<String>, json: bool) -> Outcome {
     // First pass: refuse garbage before anything is written.
     let records = validate_jsonl(BufReader::new(open_file(corpus)?)).map_err(|e| sealed_failure(corpus, e))?;
     let key = match dek {
@@ -156,8 +164,8 @@ fn seal(corpus: &Path, out: &Path, dek_out: Option<&Path>, dek: Option<&Path>, d
         files::write_atomic(path, key.to_file().as_bytes(), Access::Private)?;
     }
     eprintln!("sealed {records} records");
-    println!("{}", hex::encode(commitment));
-    Ok(())
+    let commitment = hex::encode(commitment);
+    crate::print_result(json, serde_json::json!({ "commitment": commitment, "records": records }), commitment.clone())
 }
 
 fn open(sealed_path: &Path, dek: &Path, out: &Path) -> Outcome {

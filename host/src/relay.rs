@@ -112,7 +112,7 @@ pub async fn relay(listener: TcpListener, upstream: SocketAddr) {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Accept fails transiently (e.g. out of file descriptors); back off.
-                eprintln!("relay: accept failed: {e}");
+                tracing::warn!("relay: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -120,8 +120,8 @@ pub async fn relay(listener: TcpListener, upstream: SocketAddr) {
         tokio::spawn(async move {
             let mut enclave = match tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(upstream)).await {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return eprintln!("relay: {peer}: cannot reach the enclave at {upstream}: {e}"),
-                Err(_) => return eprintln!("relay: {peer}: the enclave at {upstream} did not accept in time"),
+                Ok(Err(e)) => return tracing::warn!(%peer, "relay: cannot reach the enclave at {upstream}: {e}"),
+                Err(_) => return tracing::warn!(%peer, "relay: the enclave at {upstream} did not accept in time"),
             };
             // Either side closing or failing ends the relayed connection; that is its normal end.
             let _ = tokio::io::copy_bidirectional(&mut client, &mut enclave).await;

@@ -218,7 +218,7 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>) {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Accept fails transiently (e.g. out of file descriptors); back off.
-                eprintln!("store: accept failed: {e}");
+                tracing::warn!("store: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -226,7 +226,7 @@ pub async fn serve(listener: TcpListener, store: Arc<Store>) {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
             if let Err(e) = connection(&store, tcp).await {
-                eprintln!("store: {peer}: {e}");
+                tracing::info!(%peer, "store: {e}");
             }
         });
     }

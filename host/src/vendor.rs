@@ -23,6 +23,9 @@ pub(crate) enum Command {
         /// Where to write the private key; must not exist.
         #[arg(long)]
         out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Upload the base model file to the host's store; prints its SHA-256.
     Upload {
@@ -129,14 +132,17 @@ pub(crate) struct JobArgs {
     /// A name for the job.
     #[arg(long, default_value = "job")]
     job_id: String,
-    /// Where to write the manifest.
+    /// Where to write the signed job file.
     #[arg(long)]
     out: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn run(command: Command) -> Outcome {
     match command {
-        Command::Keygen { out } => crate::owner::keygen(&out),
+        Command::Keygen { out, json } => crate::owner::keygen(&out, json),
         Command::Upload { model, host, json } => {
             let digest = crate::runtime()?
                 .block_on(sealtune_host::store::upload(host.as_str(), &model))
@@ -199,8 +205,8 @@ fn job(args: JobArgs) -> Outcome {
     };
     let signed = SignedManifest::sign(&manifest, &vendor).map_err(Failure::input)?;
     files::write_atomic(&args.out, &signed.to_cbor(), Access::Public)?;
-    println!("{}", hex::encode(manifest.hash()));
-    Ok(())
+    let hash = hex::encode(manifest.hash());
+    crate::print_result(args.json, serde_json::json!({ "manifest_hash": hash, "vendor": hex::encode(vendor.public()) }), hash.clone())
 }
 
 /// How often the job's status is asked for while waiting.

@@ -4,6 +4,7 @@
 //! the evidence kind it declares.
 
 pub mod configfs;
+pub mod launch;
 pub mod sim;
 
 use sealtune_attestation::evidence::TeeKind;
