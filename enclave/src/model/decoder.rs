@@ -2,8 +2,9 @@
 //!
 //! candle-nn's fused `softmax_last_dim`, `rms_norm` and `rope` kernels have no backward
 //! pass: their outputs are graph leaves, so `backward()` succeeds but leaves everything
-//! before them without a gradient. This decoder composes RMSNorm, RoPE (`rope_slow`),
-//! softmax (`ops::softmax`) and log-softmax from primitive ops instead.
+//! before them without a gradient. This decoder uses RoPE (`rope_slow`) and softmax
+//! (`ops::softmax`) composed from primitive ops, and RMSNorm and the LM head with
+//! cross-entropy from [`super::fused`], which carry their own backward passes.
 //!
 //! Examples never interact (no batch statistics; attention stays within a sequence),
 //! which the per-example gradients of [`crate::model::lora`] rely on. Sequences are padded
@@ -15,7 +16,8 @@ use super::load::Weights;
 use super::lora::{Adapters, LoraParams, Target};
 use super::{ModelError, Result};
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::ops::{log_softmax, softmax};
+use super::fused::{frozen_head_nll, rms_norm};
+use candle_nn::ops::softmax;
 use candle_nn::rotary_emb::rope_slow;
 
 /// A batch of token sequences for next-token prediction, padded on the right to a fixed
@@ -100,11 +102,6 @@ pub struct Llama {
     layers: Vec<Block>,
     norm: Tensor,
     lm_head: FrozenLinear,
-}
-
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)?)
 }
 
 impl Llama {
@@ -279,10 +276,12 @@ impl Llama {
     }
 
     /// Negative log-likelihood of every label, `[batch, seq]`, zero at masked positions.
+    /// The LM head and the cross-entropy run fused, a chunk of tokens at a time.
     pub fn token_nll(&self, batch: &TokenBatch, adapters: Adapters<'_>) -> Result<Tensor> {
-        let logp = log_softmax(&self.logits(&batch.input_ids, adapters)?, D::Minus1)?;
-        let picked = logp.gather(&batch.labels.unsqueeze(2)?, 2)?.squeeze(2)?;
-        Ok((picked.neg()? * &batch.mask)?)
+        let h = self.hidden(&batch.input_ids, adapters)?;
+        let (b, t, d) = h.dims3()?;
+        let nll = frozen_head_nll(&h.reshape((b * t, d))?, self.lm_head.weight(), &batch.labels.flatten_all()?)?;
+        Ok((nll.reshape((b, t))? * &batch.mask)?)
     }
 
     /// Per-example losses `[batch]`: each sequence's mean NLL over its predicted tokens

@@ -28,6 +28,7 @@ pub mod config;
 pub mod decoder;
 pub mod export;
 pub mod frozen;
+pub mod fused;
 pub mod generate;
 pub mod load;
 pub mod lora;

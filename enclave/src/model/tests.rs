@@ -605,3 +605,74 @@ fn smollm2_gguf_tokenises_and_answers_paris() {
     assert!(diff < 1e-3, "merged logits differ by {diff}");
     assert!(max_abs_diff(&with_adapter, &model.logits(&input, Adapters::None).unwrap()) > 1e-3);
 }
+
+/// `Σ y ⊙ c` and its gradient with respect to `x`, for `y = op(x)`.
+fn weighted_sum_and_grad(x: &Tensor, c: &Tensor, op: impl Fn(&Tensor) -> Tensor) -> (f64, Tensor) {
+    let var = Var::from_tensor(x).unwrap();
+    let loss = (op(var.as_tensor()) * c).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    (loss.to_scalar::<f64>().unwrap(), grads.get(var.as_tensor()).unwrap().clone())
+}
+
+/// Central finite differences of `Σ op(x) ⊙ c` at a few coordinates of `x`, checked
+/// against `grad` (relative error below 1e-6, f64).
+fn check_finite_differences(x: &Tensor, c: &Tensor, grad: &Tensor, op: impl Fn(&Tensor) -> Tensor) {
+    let shape = x.dims().to_vec();
+    let base: Vec<f64> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let grad: Vec<f64> = grad.flatten_all().unwrap().to_vec1().unwrap();
+    let f = |v: &[f64]| -> f64 {
+        let t = Tensor::from_slice(v, shape.as_slice(), &Device::Cpu).unwrap();
+        (op(&t) * c).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+    };
+    for i in (0..base.len()).step_by(base.len() / 13 + 1) {
+        let h = 1e-5;
+        let (mut plus, mut minus) = (base.clone(), base.clone());
+        plus[i] += h;
+        minus[i] -= h;
+        let numeric = (f(&plus) - f(&minus)) / (2.0 * h);
+        let err = (numeric - grad[i]).abs() / numeric.abs().max(1e-3);
+        assert!(err < 1e-6, "coordinate {i}: autograd {} vs finite differences {numeric}", grad[i]);
+    }
+}
+
+#[test]
+fn fused_rms_norm_matches_its_composition_and_finite_differences() {
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let x = uniform(&mut rng, &[3, 5, 16], -2.0, 2.0);
+    let w = uniform(&mut rng, &[16], 0.5, 1.5);
+    let c = uniform(&mut rng, &[3, 5, 16], -1.0, 1.0);
+    let eps = 1e-5;
+    let composed = |x: &Tensor| {
+        let ms = x.sqr().unwrap().mean_keepdim(candle_core::D::Minus1).unwrap();
+        x.broadcast_div(&(ms + eps).unwrap().sqrt().unwrap()).unwrap().broadcast_mul(&w).unwrap()
+    };
+    let fused = |x: &Tensor| super::fused::rms_norm(x, &w, eps).unwrap();
+    let (loss_c, grad_c) = weighted_sum_and_grad(&x, &c, composed);
+    let (loss_f, grad_f) = weighted_sum_and_grad(&x, &c, fused);
+    assert!((loss_c - loss_f).abs() < 1e-12, "{loss_c} vs {loss_f}");
+    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
+    check_finite_differences(&x, &c, &grad_f, fused);
+}
+
+#[test]
+fn fused_head_nll_matches_log_softmax_and_finite_differences() {
+    let mut rng = ChaCha20Rng::seed_from_u64(22);
+    // More tokens than one chunk, and a last chunk that is not full.
+    let n = super::fused::NLL_CHUNK * 2 + 17;
+    let (vocab, d) = (40, 8);
+    let h = uniform(&mut rng, &[n, d], -1.0, 1.0);
+    let w = uniform(&mut rng, &[vocab, d], -1.0, 1.0);
+    let labels: Vec<u32> = (0..n).map(|_| rng.gen_range(0..vocab as u32)).collect();
+    let labels = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let c = uniform(&mut rng, &[n], 0.0, 1.0);
+    let composed = |h: &Tensor| {
+        let logp = candle_nn::ops::log_softmax(&h.matmul(&w.t().unwrap()).unwrap(), candle_core::D::Minus1).unwrap();
+        logp.gather(&labels.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap()
+    };
+    let fused = |h: &Tensor| super::fused::frozen_head_nll(h, &w, &labels).unwrap();
+    let (loss_c, grad_c) = weighted_sum_and_grad(&h, &c, composed);
+    let (loss_f, grad_f) = weighted_sum_and_grad(&h, &c, fused);
+    assert!((loss_c - loss_f).abs() < 1e-9 * loss_c.abs(), "{loss_c} vs {loss_f}");
+    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
+    check_finite_differences(&h, &c, &grad_f, fused);
+}

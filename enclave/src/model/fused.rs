@@ -1,0 +1,137 @@
+//! Fused operations with hand-written backward passes, for the two places where
+//! composing primitive ops costs the most memory: RMSNorm (five full-size
+//! intermediates per call, all kept by the autograd graph) and the frozen LM head
+//! with cross-entropy (full `[tokens, vocab]` logits and log-probabilities, 2 × 200 MB
+//! per micro-batch at the SmolLM2 shape).
+//!
+//! Each op computes its forward value on detached tensors, so no intermediate enters
+//! the graph, and joins the graph through one [`CustomOp1`] node whose backward
+//! recomputes what it needs. The LM-head op works through the tokens in chunks, so
+//! the logits of at most [`NLL_CHUNK`] tokens exist at once, forward or backward.
+//! Both are checked against their primitive-op compositions and finite differences
+//! (`model::tests`).
+
+use super::Result;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor, D};
+
+/// Tokens whose logits the fused LM head materialises at once.
+pub const NLL_CHUNK: usize = 256;
+
+type Backward = Box<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+
+/// A graph node whose value was computed outside the graph: its forward hands
+/// out a copy of `value`, its backward maps (input, output gradient) to the
+/// input gradient.
+struct Fused {
+    name: &'static str,
+    value: Tensor,
+    backward: Backward,
+}
+
+impl Fused {
+    /// Attaches `value` (a function of `input`) to the graph with `backward`.
+    fn attach(name: &'static str, input: &Tensor, value: Tensor, backward: Backward) -> Result<Tensor> {
+        let value = value.contiguous()?;
+        Ok(input.apply_op1(Fused { name, value, backward })?)
+    }
+
+    fn copy<S: BackendStorage>(&self, storage: &S, layout: &Layout) -> candle_core::Result<(S, Shape)> {
+        // A backend clones the whole buffer: the value must be all of it.
+        if layout.start_offset() != 0 || !layout.is_contiguous() {
+            candle_core::bail!("{}: the value is a view, not a buffer of its own", self.name);
+        }
+        Ok((storage.try_clone(layout)?, layout.shape().clone()))
+    }
+}
+
+impl CustomOp1 for Fused {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (storage, layout) = self.value.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(s) => self.copy(s, layout),
+            _ => candle_core::bail!("{}: the value is not on the CPU", self.name),
+        }
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let (storage, layout) = self.value.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(s) => self.copy(s, layout),
+            _ => candle_core::bail!("{}: the value is not on the GPU", self.name),
+        }
+    }
+
+    fn bwd(&self, input: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some((self.backward)(&input.detach(), &grad.detach())?))
+    }
+}
+
+/// `1 / sqrt(mean(x²) + eps)` over the last dimension, keeping it.
+fn inv_rms(x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()
+}
+
+/// RMSNorm `x / sqrt(mean(x²) + eps) · w` over the last dimension, with `w` frozen:
+/// the gradient flows to `x` only.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let weight = weight.detach();
+    let xd = x.detach();
+    let value = xd.broadcast_mul(&inv_rms(&xd, eps)?)?.broadcast_mul(&weight)?;
+    let backward: Backward = Box::new(move |x, grad| {
+        // With x̂ = x·r and g' = g ⊙ w: dx = r · (g' − x̂ · mean(g' ⊙ x̂)).
+        let r = inv_rms(x, eps)?;
+        let x_hat = x.broadcast_mul(&r)?;
+        let gw = grad.broadcast_mul(&weight)?;
+        let along = (&gw * &x_hat)?.mean_keepdim(D::Minus1)?;
+        (gw - x_hat.broadcast_mul(&along)?)?.broadcast_mul(&r)
+    });
+    Fused::attach("fused-rms-norm", x, value, backward)
+}
+
+/// Log-sum-exp of each row of `logits: [n, vocab]`, shape `[n]`.
+fn log_sum_exp(logits: &Tensor) -> candle_core::Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?;
+    (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?.squeeze(D::Minus1)
+}
+
+/// The negative log-likelihood of `labels: [n]` (u32) under the logits `hidden · Wᵀ`
+/// of a frozen LM head `W: [vocab, d]`, for `hidden: [n, d]`; shape `[n]`. Equal to
+/// `-log_softmax(hidden · Wᵀ).gather(labels)`, without ever holding more than
+/// [`NLL_CHUNK`] rows of logits.
+pub fn frozen_head_nll(hidden: &Tensor, weight: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let weight = weight.detach();
+    let labels = labels.to_dtype(DType::U32)?.detach();
+    let h = hidden.detach();
+    let n = h.dim(0)?;
+    let (mut nll, mut lse) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(NLL_CHUNK) {
+        let len = NLL_CHUNK.min(n - start);
+        let logits = h.narrow(0, start, len)?.matmul(&weight.t()?)?;
+        let chunk_lse = log_sum_exp(&logits)?;
+        let picked = logits.gather(&labels.narrow(0, start, len)?.unsqueeze(1)?, 1)?.squeeze(1)?;
+        nll.push((&chunk_lse - picked)?);
+        lse.push(chunk_lse);
+    }
+    let value = Tensor::cat(&nll, 0)?;
+    let lse = Tensor::cat(&lse, 0)?;
+    let backward: Backward = Box::new(move |h, grad| {
+        // d nll / d logits = softmax(logits) − onehot(label); then through the head.
+        let mut dh = Vec::new();
+        for start in (0..h.dim(0)?).step_by(NLL_CHUNK) {
+            let len = NLL_CHUNK.min(h.dim(0)? - start);
+            let logits = h.narrow(0, start, len)?.matmul(&weight.t()?)?;
+            let probs = logits.broadcast_sub(&lse.narrow(0, start, len)?.unsqueeze(1)?)?.exp()?;
+            let minus_one = Tensor::full(-1f64, (len, 1), h.device())?.to_dtype(h.dtype())?;
+            let dlogits = probs.scatter_add(&labels.narrow(0, start, len)?.unsqueeze(1)?, &minus_one, 1)?;
+            let dlogits = dlogits.broadcast_mul(&grad.narrow(0, start, len)?.unsqueeze(1)?)?;
+            dh.push(dlogits.matmul(&weight)?);
+        }
+        Tensor::cat(&dh, 0)
+    });
+    Fused::attach("fused-frozen-head-nll", hidden, value, backward)
+}
