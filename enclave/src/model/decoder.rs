@@ -2,9 +2,9 @@
 //!
 //! candle-nn's fused `softmax_last_dim`, `rms_norm` and `rope` kernels have no backward
 //! pass: their outputs are graph leaves, so `backward()` succeeds but leaves everything
-//! before them without a gradient. This decoder uses RoPE (`rope_slow`) and softmax
-//! (`ops::softmax`) composed from primitive ops, and RMSNorm and the LM head with
-//! cross-entropy from [`super::fused`], which carry their own backward passes.
+//! before them without a gradient. This decoder takes RMSNorm, RoPE, the attention
+//! softmax and the LM head with cross-entropy from [`super::fused`], which run those
+//! kernels forward and carry hand-written backward passes.
 //!
 //! Examples never interact (no batch statistics; attention stays within a sequence),
 //! which the per-example gradients of [`crate::model::lora`] rely on. Sequences are padded
@@ -15,10 +15,8 @@ use super::frozen::FrozenLinear;
 use super::load::Weights;
 use super::lora::{Adapters, LoraParams, Target};
 use super::{ModelError, Result};
-use candle_core::{DType, Device, Tensor, D};
-use super::fused::{frozen_head_nll, rms_norm};
-use candle_nn::ops::softmax;
-use candle_nn::rotary_emb::rope_slow;
+use candle_core::{DType, Device, Tensor};
+use super::fused::{frozen_head_nll, rms_norm, rope, softmax_last_dim};
 
 /// A batch of token sequences for next-token prediction, padded on the right to a fixed
 /// length, with a mask over the predicted positions.
@@ -244,15 +242,15 @@ impl Llama {
 
             let xn = rms_norm(&x, &block.input_norm, cfg.rms_norm_eps)?;
             let heads = |y: Tensor, n: usize| y.reshape((b, t, n, cfg.head_dim))?.transpose(1, 2)?.contiguous();
-            let q = rope_slow(&heads(proj(Target::Q, &xn)?, cfg.num_heads)?, &cos, &sin)?;
-            let k = rope_slow(&heads(proj(Target::K, &xn)?, cfg.num_kv_heads)?, &cos, &sin)?;
+            let q = rope(&heads(proj(Target::Q, &xn)?, cfg.num_heads)?, &cos, &sin)?;
+            let k = rope(&heads(proj(Target::K, &xn)?, cfg.num_kv_heads)?, &cos, &sin)?;
             let v = heads(proj(Target::V, &xn)?, cfg.num_kv_heads)?;
             // Query heads are ordered by key/value group, so viewing them as
             // [b, kv, group*t, d] lines each up with its key/value head without copying
             // keys and values `group` times.
             let q = (q * (1.0 / (cfg.head_dim as f64).sqrt()))?.reshape((b, cfg.num_kv_heads, group * t, cfg.head_dim))?;
             let scores = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
-            let attn = softmax(&scores, D::Minus1)?.matmul(&v)?;
+            let attn = softmax_last_dim(&scores)?.matmul(&v)?;
             let attn = attn.reshape((b, cfg.num_heads, t, cfg.head_dim))?.transpose(1, 2)?.reshape((b, t, cfg.q_dim()))?;
             x = (x + proj(Target::O, &attn)?)?;
 

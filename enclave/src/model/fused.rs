@@ -1,12 +1,13 @@
-//! Fused operations with hand-written backward passes, for the two places where
-//! composing primitive ops costs the most memory: RMSNorm (five full-size
-//! intermediates per call, all kept by the autograd graph) and the frozen LM head
-//! with cross-entropy (full `[tokens, vocab]` logits and log-probabilities, 2 × 200 MB
-//! per micro-batch at the SmolLM2 shape).
+//! Fused operations with hand-written backward passes, where composing primitive ops
+//! costs the most: RMSNorm and RoPE (several full-size intermediates per call, all
+//! kept by the autograd graph), the attention softmax, and the frozen LM head with
+//! cross-entropy (full `[tokens, vocab]` logits and log-probabilities, 2 × 200 MB per
+//! micro-batch at the SmolLM2 shape).
 //!
-//! Each op computes its forward value on detached tensors, so no intermediate enters
-//! the graph, and joins the graph through one [`CustomOp1`] node whose backward
-//! recomputes what it needs. The LM-head op works through the tokens in chunks, so
+//! Each op computes its forward value on detached tensors, with candle's fused
+//! kernels where they exist (those have no backward pass of their own), so no
+//! intermediate enters the graph; it joins the graph through one [`CustomOp1`] node
+//! whose backward recomputes what it needs. The LM-head op works through the tokens in chunks, so
 //! the logits of at most [`NLL_CHUNK`] tokens exist at once, forward or backward.
 //! Both are checked against their primitive-op compositions and finite differences
 //! (`model::tests`).
@@ -80,8 +81,12 @@ fn inv_rms(x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
 /// the gradient flows to `x` only.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let weight = weight.detach();
-    let xd = x.detach();
-    let value = xd.broadcast_mul(&inv_rms(&xd, eps)?)?.broadcast_mul(&weight)?;
+    let xd = x.detach().contiguous()?;
+    let value = match xd.dtype() {
+        // candle's kernel has no f64 path (f64 is what gradient checks run in).
+        DType::F64 => xd.broadcast_mul(&inv_rms(&xd, eps)?)?.broadcast_mul(&weight)?,
+        _ => candle_nn::ops::rms_norm(&xd, &weight, eps as f32)?,
+    };
     let backward: Backward = Box::new(move |x, grad| {
         // With x̂ = x·r and g' = g ⊙ w: dx = r · (g' − x̂ · mean(g' ⊙ x̂)).
         let r = inv_rms(x, eps)?;
@@ -91,6 +96,36 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         (gw - x_hat.broadcast_mul(&along)?)?.broadcast_mul(&r)
     });
     Fused::attach("fused-rms-norm", x, value, backward)
+}
+
+/// Softmax over the last dimension.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let probs = candle_nn::ops::softmax_last_dim(&x.detach().contiguous()?)?;
+    let p = probs.clone();
+    // dx = p ⊙ (g − Σ g ⊙ p), the softmax Jacobian applied to g.
+    let backward: Backward = Box::new(move |_, grad| {
+        let along = (grad * &p)?.sum_keepdim(D::Minus1)?;
+        &p * grad.broadcast_sub(&along)?
+    });
+    Fused::attach("fused-softmax", x, probs, backward)
+}
+
+/// Rotary embedding, halves layout (Hugging Face's `rotate_half`), of
+/// `x: [batch, heads, seq, head_dim]` with `cos`, `sin: [seq, head_dim / 2]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let value = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, cos, sin)?;
+    let (cos, sin) = (cos.detach(), sin.detach());
+    // y = x ⊙ c + rotate_half(x) ⊙ s, and rotate_half's transpose is −rotate_half:
+    // dx = g ⊙ c − rotate_half(g ⊙ s), with c and s the tables repeated over both halves.
+    let backward: Backward = Box::new(move |_, grad| {
+        let c = Tensor::cat(&[&cos, &cos], D::Minus1)?;
+        let s = Tensor::cat(&[&sin, &sin], D::Minus1)?;
+        let gs = grad.broadcast_mul(&s)?;
+        let half = gs.dim(D::Minus1)? / 2;
+        let rotated = Tensor::cat(&[&gs.narrow(D::Minus1, half, half)?.neg()?, &gs.narrow(D::Minus1, 0, half)?], D::Minus1)?;
+        grad.broadcast_mul(&c)? - rotated
+    });
+    Fused::attach("fused-rope", x, value, backward)
 }
 
 /// Log-sum-exp of each row of `logits: [n, vocab]`, shape `[n]`.

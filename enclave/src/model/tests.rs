@@ -676,3 +676,34 @@ fn fused_head_nll_matches_log_softmax_and_finite_differences() {
     assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
     check_finite_differences(&h, &c, &grad_f, fused);
 }
+
+#[test]
+fn fused_softmax_matches_its_composition_and_finite_differences() {
+    let mut rng = ChaCha20Rng::seed_from_u64(23);
+    let x = uniform(&mut rng, &[2, 3, 7, 7], -3.0, 3.0);
+    let c = uniform(&mut rng, &[2, 3, 7, 7], -1.0, 1.0);
+    let composed = |x: &Tensor| candle_nn::ops::softmax(x, candle_core::D::Minus1).unwrap();
+    let fused = |x: &Tensor| super::fused::softmax_last_dim(x).unwrap();
+    let (loss_c, grad_c) = weighted_sum_and_grad(&x, &c, composed);
+    let (loss_f, grad_f) = weighted_sum_and_grad(&x, &c, fused);
+    assert!((loss_c - loss_f).abs() < 1e-12, "{loss_c} vs {loss_f}");
+    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
+    check_finite_differences(&x, &c, &grad_f, fused);
+}
+
+#[test]
+fn fused_rope_matches_its_composition_and_finite_differences() {
+    let mut rng = ChaCha20Rng::seed_from_u64(24);
+    let (t, d) = (6, 8);
+    let x = uniform(&mut rng, &[2, 3, t, d], -1.0, 1.0);
+    let angles = uniform(&mut rng, &[t, d / 2], 0.0, 6.0);
+    let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+    let c = uniform(&mut rng, &[2, 3, t, d], -1.0, 1.0);
+    let composed = |x: &Tensor| candle_nn::rotary_emb::rope_slow(x, &cos, &sin).unwrap();
+    let fused = |x: &Tensor| super::fused::rope(x, &cos, &sin).unwrap();
+    let (loss_c, grad_c) = weighted_sum_and_grad(&x, &c, composed);
+    let (loss_f, grad_f) = weighted_sum_and_grad(&x, &c, fused);
+    assert!((loss_c - loss_f).abs() < 1e-12, "{loss_c} vs {loss_f}");
+    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
+    check_finite_differences(&x, &c, &grad_f, fused);
+}

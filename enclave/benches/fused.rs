@@ -1,0 +1,109 @@
+//! The fused ops against the primitive-op compositions they replace, forward and
+//! backward, at the SmolLM2-135M shapes of one micro-batch (8 × 128 tokens, hidden 576,
+//! vocabulary 49152). Prints time and peak RSS; asserts nothing.
+//!
+//! `cargo bench -p sealtune-enclave --bench fused`
+//!
+//! Each measurement runs in a child process of its own (peak RSS is per process);
+//! fused and composed children alternate, and the medians are reported.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use sealtune_enclave::model::frozen::FrozenLinear;
+use sealtune_enclave::model::fused::{frozen_head_nll, rms_norm};
+use std::process::Command;
+use std::time::Instant;
+
+const TOKENS: usize = 8 * 128;
+const HIDDEN: usize = 576;
+const VOCAB: usize = 49152;
+const REPEATS: usize = 5;
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Seconds of one forward and backward of `op` on a fresh variable (median of repeats).
+fn time(x: &Tensor, op: impl Fn(&Tensor) -> Tensor) -> f64 {
+    let times: Vec<f64> = (0..=REPEATS)
+        .map(|_| {
+            let var = Var::from_tensor(x).unwrap();
+            let start = Instant::now();
+            let grads = op(var.as_tensor()).sum_all().unwrap().backward().unwrap();
+            drop(grads);
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(times[1..].to_vec())
+}
+
+fn child(op: &str, fused: bool) {
+    let dev = Device::Cpu;
+    let seconds = match op {
+        "rms_norm" => {
+            let x = Tensor::randn(0f32, 1.0, (8, 128, HIDDEN), &dev).unwrap();
+            let w = Tensor::ones(HIDDEN, DType::F32, &dev).unwrap();
+            if fused {
+                time(&x, |x| rms_norm(x, &w, 1e-5).unwrap())
+            } else {
+                time(&x, |x| {
+                    let ms = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+                    x.broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap()).unwrap().broadcast_mul(&w).unwrap()
+                })
+            }
+        }
+        "head_nll" => {
+            let h = Tensor::randn(0f32, 1.0, (TOKENS, HIDDEN), &dev).unwrap();
+            let w = Tensor::randn(0f32, 0.04, (VOCAB, HIDDEN), &dev).unwrap();
+            let labels = Tensor::arange(0u32, TOKENS as u32, &dev).unwrap();
+            if fused {
+                time(&h, |h| frozen_head_nll(h, &w, &labels).unwrap())
+            } else {
+                // What the decoder did before: the frozen head (no weight gradient), then
+                // log-softmax over the whole vocabulary and a gather.
+                let head = FrozenLinear::new(w, None).unwrap();
+                time(&h, |h| {
+                    let logp = candle_nn::ops::log_softmax(&head.forward(h).unwrap(), D::Minus1).unwrap();
+                    logp.gather(&labels.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap()
+                })
+            }
+        }
+        other => panic!("unknown op {other}"),
+    };
+    println!("{seconds} {}", peak_rss_mb());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--child") {
+        child(&args[pos + 1], args[pos + 2] == "fused");
+        return;
+    }
+    println!("fused ops vs primitive compositions, forward + backward, f32, CPU, {TOKENS} tokens");
+    println!("{:<9} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}", "op", "composed s", "fused s", "composed MB", "fused MB", "speed", "memory");
+    for op in ["rms_norm", "head_nll"] {
+        let (mut t, mut m) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+        for _round in 0..3 {
+            for (k, mode) in ["composed", "fused"].iter().enumerate() {
+                let out = Command::new(std::env::current_exe().unwrap()).args(["--child", op, mode]).output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let text = String::from_utf8_lossy(&out.stdout);
+                let mut it = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+                t[k].push(it.next().unwrap());
+                m[k].push(it.next().unwrap());
+            }
+        }
+        let (tc, tf, mc, mf) = (median(t[0].clone()), median(t[1].clone()), median(m[0].clone()), median(m[1].clone()));
+        println!("{op:<9} {tc:>12.4} {tf:>12.4} {mc:>12.0} {mf:>12.0} {:>7.2}x {:>7.2}x", tc / tf, mf / mc);
+    }
+    println!("speed = composed time over fused time; memory = fused peak RSS over composed (both include the inputs).");
+}
