@@ -2,14 +2,14 @@
 //! backward, at the SmolLM2-135M shapes of one micro-batch (8 × 128 tokens, hidden 576,
 //! vocabulary 49152). Prints time and peak RSS; asserts nothing.
 //!
-//! `cargo bench -p sealtune-enclave --bench fused`
+//! `cargo bench -p sealtune-enclave --bench fused [-- rms_norm|rope|softmax|head_nll]`
 //!
 //! Each measurement runs in a child process of its own (peak RSS is per process);
 //! fused and composed children alternate, and the medians are reported.
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use sealtune_enclave::model::frozen::FrozenLinear;
-use sealtune_enclave::model::fused::{frozen_head_nll, rms_norm};
+use sealtune_enclave::model::fused::{frozen_head_nll, rms_norm, rope, softmax_last_dim};
 use std::process::Command;
 use std::time::Instant;
 
@@ -77,6 +77,25 @@ fn child(op: &str, fused: bool) {
                 })
             }
         }
+        "softmax" => {
+            // Attention scores of one layer: [batch, kv heads, group × seq, seq].
+            let x = Tensor::randn(0f32, 1.0, (8, 3, 3 * 128, 128), &dev).unwrap();
+            if fused {
+                time(&x, |x| softmax_last_dim(x).unwrap())
+            } else {
+                time(&x, |x| candle_nn::ops::softmax(x, D::Minus1).unwrap())
+            }
+        }
+        "rope" => {
+            let x = Tensor::randn(0f32, 1.0, (8, 9, 128, 64), &dev).unwrap();
+            let angles = Tensor::randn(0f32, 1.0, (128, 32), &dev).unwrap();
+            let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+            if fused {
+                time(&x, |x| rope(x, &cos, &sin).unwrap())
+            } else {
+                time(&x, |x| candle_nn::rotary_emb::rope_slow(x, &cos, &sin).unwrap())
+            }
+        }
         other => panic!("unknown op {other}"),
     };
     println!("{seconds} {}", peak_rss_mb());
@@ -90,7 +109,11 @@ fn main() {
     }
     println!("fused ops vs primitive compositions, forward + backward, f32, CPU, {TOKENS} tokens");
     println!("{:<9} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}", "op", "composed s", "fused s", "composed MB", "fused MB", "speed", "memory");
-    for op in ["rms_norm", "head_nll"] {
+    let wanted: Vec<&String> = args.iter().skip(1).filter(|a| !a.starts_with('-')).collect();
+    for op in ["rms_norm", "rope", "softmax", "head_nll"] {
+        if !wanted.is_empty() && !wanted.iter().any(|w| *w == op) {
+            continue;
+        }
         let (mut t, mut m) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
         for _round in 0..3 {
             for (k, mode) in ["composed", "fused"].iter().enumerate() {

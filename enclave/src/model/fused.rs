@@ -82,18 +82,17 @@ fn inv_rms(x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let weight = weight.detach();
     let xd = x.detach().contiguous()?;
+    let r = inv_rms(&xd, eps)?;
     let value = match xd.dtype() {
         // candle's kernel has no f64 path (f64 is what gradient checks run in).
-        DType::F64 => xd.broadcast_mul(&inv_rms(&xd, eps)?)?.broadcast_mul(&weight)?,
+        DType::F64 => xd.broadcast_mul(&r)?.broadcast_mul(&weight)?,
         _ => candle_nn::ops::rms_norm(&xd, &weight, eps as f32)?,
     };
     let backward: Backward = Box::new(move |x, grad| {
-        // With x̂ = x·r and g' = g ⊙ w: dx = r · (g' − x̂ · mean(g' ⊙ x̂)).
-        let r = inv_rms(x, eps)?;
-        let x_hat = x.broadcast_mul(&r)?;
+        // With g' = g ⊙ w: dx = r · (g' − x · r² · mean(g' ⊙ x)), r = 1/rms kept from forward.
         let gw = grad.broadcast_mul(&weight)?;
-        let along = (&gw * &x_hat)?.mean_keepdim(D::Minus1)?;
-        (gw - x_hat.broadcast_mul(&along)?)?.broadcast_mul(&r)
+        let along = ((&gw * x)?.mean_keepdim(D::Minus1)? * r.sqr()?)?;
+        (gw - x.broadcast_mul(&along)?)?.broadcast_mul(&r)
     });
     Fused::attach("fused-rms-norm", x, value, backward)
 }
