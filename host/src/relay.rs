@@ -67,12 +67,22 @@ struct Announcement {
     listen: SocketAddr,
 }
 
+/// glibc malloc settings for the enclave process: keep freed memory instead of
+/// returning it to the kernel and mapping it again. Training allocates and frees
+/// the same large tensors every step; re-faulting fresh pages made a step up to
+/// 2x slower (`bench/trainer.sh`). A value the operator set is left as it is.
+pub const ENCLAVE_MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967295";
+
 /// Starts `enclave_bin serve` for the job file `manifest` on the simulated
 /// platform in `sim_platform`, fetching its inputs from the blob store at
 /// `store`, on a free loopback port, and waits for its address. Its standard
 /// error (logs) goes to ours.
 pub async fn launch_sim(enclave_bin: &Path, manifest: &Path, sim_platform: &Path, store: SocketAddr) -> Result<LaunchedEnclave, LaunchError> {
-    let mut child = tokio::process::Command::new(enclave_bin)
+    let mut command = tokio::process::Command::new(enclave_bin);
+    if std::env::var_os("GLIBC_TUNABLES").is_none() {
+        command.env("GLIBC_TUNABLES", ENCLAVE_MALLOC_TUNABLES);
+    }
+    let mut child = command
         .arg("serve")
         .arg("--manifest")
         .arg(manifest)
