@@ -4,8 +4,9 @@
 //!
 //! `cargo bench -p sealtune-enclave --bench fused [-- rms_norm|rope|softmax|head_nll]`
 //!
-//! Each measurement runs in a child process of its own (peak RSS is per process);
-//! fused and composed children alternate, and the medians are reported.
+//! Each measurement runs in a child process of its own (peak RSS is per process), with
+//! the malloc settings the enclave runs with; fused and composed children alternate,
+//! and the medians are reported.
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use sealtune_enclave::model::frozen::FrozenLinear;
@@ -117,7 +118,11 @@ fn main() {
         let (mut t, mut m) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
         for _round in 0..3 {
             for (k, mode) in ["composed", "fused"].iter().enumerate() {
-                let out = Command::new(std::env::current_exe().unwrap()).args(["--child", op, mode]).output().unwrap();
+                let out = Command::new(std::env::current_exe().unwrap())
+                    .args(["--child", op, mode])
+                    .env("GLIBC_TUNABLES", sealtune_enclave::MALLOC_TUNABLES)
+                    .output()
+                    .unwrap();
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 let text = String::from_utf8_lossy(&out.stdout);
                 let mut it = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());

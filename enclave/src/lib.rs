@@ -12,6 +12,12 @@
 #![forbid(unsafe_code, unused_must_use)]
 #![deny(missing_docs, unreachable_pub)]
 
+/// glibc malloc settings (`GLIBC_TUNABLES`) the enclave process should run with: keep
+/// freed memory instead of returning it to the kernel and mapping it again. Training
+/// allocates and frees the same large tensors every step; re-faulting their fresh
+/// pages made a step up to 2x slower (`bench/trainer.sh`). Launchers set it.
+pub const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967295";
+
 pub mod corpus;
 pub mod key_release;
 pub mod keys;

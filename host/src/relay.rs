@@ -67,12 +67,6 @@ struct Announcement {
     listen: SocketAddr,
 }
 
-/// glibc malloc settings for the enclave process: keep freed memory instead of
-/// returning it to the kernel and mapping it again. Training allocates and frees
-/// the same large tensors every step; re-faulting fresh pages made a step up to
-/// 2x slower (`bench/trainer.sh`). A value the operator set is left as it is.
-pub const ENCLAVE_MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967295";
-
 /// Starts `enclave_bin serve` for the job file `manifest` on the simulated
 /// platform in `sim_platform`, fetching its inputs from the blob store at
 /// `store`, on a free loopback port, and waits for its address. Its standard
@@ -80,7 +74,8 @@ pub const ENCLAVE_MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=107374182
 pub async fn launch_sim(enclave_bin: &Path, manifest: &Path, sim_platform: &Path, store: SocketAddr) -> Result<LaunchedEnclave, LaunchError> {
     let mut command = tokio::process::Command::new(enclave_bin);
     if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        command.env("GLIBC_TUNABLES", ENCLAVE_MALLOC_TUNABLES);
+        // A value the operator set is left as it is.
+        command.env("GLIBC_TUNABLES", sealtune_enclave::MALLOC_TUNABLES);
     }
     let mut child = command
         .arg("serve")

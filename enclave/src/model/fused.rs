@@ -82,17 +82,23 @@ fn inv_rms(x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let weight = weight.detach();
     let xd = x.detach().contiguous()?;
-    let r = inv_rms(&xd, eps)?;
-    let value = match xd.dtype() {
-        // candle's kernel has no f64 path (f64 is what gradient checks run in).
-        DType::F64 => xd.broadcast_mul(&r)?.broadcast_mul(&weight)?,
-        _ => candle_nn::ops::rms_norm(&xd, &weight, eps as f32)?,
+    let (value, r) = match (xd.device(), xd.dtype()) {
+        (candle_core::Device::Cpu, DType::F32) => rms_norm_rows::<f32>(&xd, &weight, eps)?,
+        (candle_core::Device::Cpu, DType::F64) => rms_norm_rows::<f64>(&xd, &weight, eps)?,
+        _ => (candle_nn::ops::rms_norm(&xd, &weight, eps as f32)?, inv_rms(&xd, eps)?),
     };
     let backward: Backward = Box::new(move |x, grad| {
-        // With g' = g ⊙ w: dx = r · (g' − x · r² · mean(g' ⊙ x)), r = 1/rms kept from forward.
-        let gw = grad.broadcast_mul(&weight)?;
-        let along = ((&gw * x)?.mean_keepdim(D::Minus1)? * r.sqr()?)?;
-        (gw - x.broadcast_mul(&along)?)?.broadcast_mul(&r)
+        // With g' = g ⊙ w: dx = r · g' − x · r³ · mean(g' ⊙ x), r = 1/rms kept from forward.
+        match (x.device(), x.dtype()) {
+            (candle_core::Device::Cpu, DType::F32) => rms_norm_backward_rows::<f32>(x, grad, &weight, &r),
+            (candle_core::Device::Cpu, DType::F64) => rms_norm_backward_rows::<f64>(x, grad, &weight, &r),
+            // Elsewhere, the same formula in tensor ops.
+            _ => {
+                let gw = grad.broadcast_mul(&weight)?;
+                let along = ((&gw * x)?.mean_keepdim(D::Minus1)? * r.sqr()?)?;
+                (gw - x.broadcast_mul(&along)?)?.broadcast_mul(&r)
+            }
+        }
     });
     Fused::attach("fused-rms-norm", x, value, backward)
 }
@@ -125,6 +131,38 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         grad.broadcast_mul(&c)? - rotated
     });
     Fused::attach("fused-rope", x, value, backward)
+}
+
+/// RMSNorm and each row's `1 / rms` (shape `[..., 1]`), in one pass over each row.
+fn rms_norm_rows<T: candle_core::WithDType>(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor)> {
+    let d = x.dim(D::Minus1)?;
+    let (xs, w) = (x.flatten_all()?.to_vec1::<T>()?, weight.to_vec1::<T>()?);
+    let mut y = Vec::with_capacity(xs.len());
+    let mut rs = Vec::with_capacity(xs.len() / d.max(1));
+    for xr in xs.chunks_exact(d) {
+        let r = 1.0 / (xr.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>() / d as f64 + eps).sqrt();
+        y.extend(xr.iter().zip(&w).map(|(x, w)| T::from_f64(x.to_f64() * r * w.to_f64())));
+        rs.push(T::from_f64(r));
+    }
+    let mut r_shape = x.dims().to_vec();
+    *r_shape.last_mut().expect("a row dimension") = 1;
+    Ok((Tensor::from_vec(y, x.shape(), x.device())?, Tensor::from_vec(rs, r_shape, x.device())?))
+}
+
+/// The RMSNorm input gradient row by row, in one pass over each row (the tensor-op
+/// form makes seven passes over full-size tensors).
+fn rms_norm_backward_rows<T: candle_core::WithDType>(x: &Tensor, grad: &Tensor, weight: &Tensor, r: &Tensor) -> candle_core::Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let (xs, gs) = (x.flatten_all()?.to_vec1::<T>()?, grad.contiguous()?.flatten_all()?.to_vec1::<T>()?);
+    let (w, r) = (weight.to_vec1::<T>()?, r.flatten_all()?.to_vec1::<T>()?);
+    let mut dx = Vec::with_capacity(xs.len());
+    for ((xr, gr), r) in xs.chunks_exact(d).zip(gs.chunks_exact(d)).zip(r) {
+        let r = r.to_f64();
+        let dot: f64 = xr.iter().zip(gr).zip(&w).map(|((x, g), w)| x.to_f64() * g.to_f64() * w.to_f64()).sum();
+        let c = r * r * r * dot / d as f64;
+        dx.extend(xr.iter().zip(gr).zip(&w).map(|((x, g), w)| T::from_f64(r * g.to_f64() * w.to_f64() - c * x.to_f64())));
+    }
+    Tensor::from_vec(dx, x.shape(), x.device())
 }
 
 /// Log-sum-exp of each row of `logits: [n, vocab]`, shape `[n]`.
