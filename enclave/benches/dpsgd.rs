@@ -6,6 +6,9 @@
 //! Each measurement runs in a child process of its own so that its peak RSS (VmHWM) is
 //! its alone; DP and non-private children alternate, and the medians are reported.
 
+mod common;
+
+use common::{median, peak_rss_mb};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use rand::{Rng, SeedableRng};
@@ -91,20 +94,6 @@ fn lora(cfg: &Config) -> LoraParams {
 fn records(cfg: &Config) -> Vec<Vec<u32>> {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     (0..BATCH).map(|_| (0..=SEQ).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect()).collect()
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// One child: `steps` timed steps after one warm-up; prints "seconds peak_mb".

@@ -8,6 +8,9 @@
 //! the malloc settings the enclave runs with; fused and composed children alternate,
 //! and the medians are reported.
 
+mod common;
+
+use common::{median, peak_rss_mb};
 use candle_core::{DType, Device, Tensor, Var, D};
 use sealtune_enclave::model::frozen::FrozenLinear;
 use sealtune_enclave::model::fused::{frozen_head_nll, rms_norm, rope, softmax_last_dim};
@@ -18,20 +21,6 @@ const TOKENS: usize = 8 * 128;
 const HIDDEN: usize = 576;
 const VOCAB: usize = 49152;
 const REPEATS: usize = 5;
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// Seconds of one forward and backward of `op` on a fresh variable (median of repeats).
 fn time(x: &Tensor, op: impl Fn(&Tensor) -> Tensor) -> f64 {

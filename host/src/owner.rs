@@ -14,14 +14,7 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Create an identity signing key (Ed25519, PKCS#8 PEM, mode 0600); prints the public key.
-    Keygen {
-        /// Where to write the private key; must not exist.
-        #[arg(long)]
-        out: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Keygen(KeygenArgs),
     /// Seal a JSONL corpus; prints the dataset commitment (SHA-256 of the sealed file).
     Seal {
         /// The corpus: one JSON record per line with `text` or `messages` (and optionally `user_id`).
@@ -102,7 +95,7 @@ pub(crate) enum Command {
 
 pub(crate) fn run(command: Command) -> Outcome {
     match command {
-        Command::Keygen { out, json } => keygen(&out, json),
+        Command::Keygen(args) => keygen(&args),
         Command::Seal { corpus, out, dek_out, dek, dataset_id, json } => {
             seal(&corpus, &out, dek_out.as_deref(), dek.as_deref(), dataset_id, json)
         }
@@ -115,8 +108,20 @@ pub(crate) fn run(command: Command) -> Outcome {
     }
 }
 
-/// Writes a new identity key to `out` (never over an existing file) and prints its public half.
-pub(crate) fn keygen(out: &Path, json: bool) -> Outcome {
+/// Where a new identity key goes.
+#[derive(clap::Args)]
+pub(crate) struct KeygenArgs {
+    /// Where to write the private key; must not exist.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Writes a new identity key (never over an existing file) and prints its public half.
+pub(crate) fn keygen(args: &KeygenArgs) -> Outcome {
+    let (out, json) = (args.out.as_path(), args.json);
     if out.exists() {
         return Err(Failure::input(format!("{} already exists; refusing to overwrite a key", out.display())));
     }

@@ -19,14 +19,7 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Create an identity signing key (Ed25519, PKCS#8 PEM, mode 0600); prints the public key.
-    Keygen {
-        /// Where to write the private key; must not exist.
-        #[arg(long)]
-        out: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Keygen(crate::owner::KeygenArgs),
     /// Upload the base model file to the host's store; prints its SHA-256.
     Upload {
         /// The model file (GGUF).
@@ -142,7 +135,7 @@ pub(crate) struct JobArgs {
 
 pub(crate) fn run(command: Command) -> Outcome {
     match command {
-        Command::Keygen { out, json } => crate::owner::keygen(&out, json),
+        Command::Keygen(args) => crate::owner::keygen(&args),
         Command::Upload { model, host, json } => {
             let digest = crate::runtime()?
                 .block_on(sealtune_host::store::upload(host.as_str(), &model))

@@ -134,16 +134,33 @@ fn write_outputs(outputs: &JobOutputs, dir: &Path) {
     std::fs::write(dir.join(RECEIPT_FILE), &outputs.receipt).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_owners_grant_the_enclave_trains_and_the_vendor_verifies_offline() {
+/// Two owners with `records` notes each, their sealed corpora and a tiny model in
+/// the host's store, and the enclave launched for their job.
+struct TwoOwnerJob {
+    store: HostStore,
+    model: [u8; 32],
+    a: Owner,
+    b: Owner,
+    manifest: JobManifest,
+    policy: Policy,
+    enclave: Enclave,
+}
+
+async fn two_owner_job(records: usize) -> TwoOwnerJob {
     let store = HostStore::start().await;
     let model = store.put(&tiny_gguf(7)).await;
-    let (a, b) = (owner("St Mary", "MARKER-A", 40), owner("Royal Free", "MARKER-B", 40));
+    let (a, b) = (owner("St Mary", "MARKER-A", records), owner("Royal Free", "MARKER-B", records));
     assert_eq!(store.put(&a.sealed).await, a.commitment);
     assert_eq!(store.put(&b.sealed).await, b.commitment);
     let manifest = job_manifest(&[&a, &b], model);
     let policy = policy_for(model);
     let enclave = launch(&manifest, store.addr).await;
+    TwoOwnerJob { store, model, a, b, manifest, policy, enclave }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_owners_grant_the_enclave_trains_and_the_vendor_verifies_offline() {
+    let TwoOwnerJob { store: _store, model, a, b, manifest, policy, enclave } = two_owner_job(40).await;
     grant(enclave.addr, &manifest, &policy, &a).await;
     grant(enclave.addr, &manifest, &policy, &b).await;
     let addr = enclave.addr;
@@ -213,21 +230,13 @@ async fn two_owners_grant_the_enclave_trains_and_the_vendor_verifies_offline() {
 
 #[tokio::test]
 async fn a_tampered_blob_in_the_store_fails_the_job_and_releases_nothing() {
-    let store = HostStore::start().await;
-    let model = store.put(&tiny_gguf(7)).await;
-    let (a, b) = (owner("St Mary", "MARKER-A", 4), owner("Royal Free", "MARKER-B", 4));
-    store.put(&a.sealed).await;
-    store.put(&b.sealed).await;
+    let TwoOwnerJob { store, a, b, manifest, policy, enclave, .. } = two_owner_job(4).await;
     // The operator flips one ciphertext byte of a's corpus.
     let path = store.object(&a.commitment);
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-
-    let manifest = job_manifest(&[&a, &b], model);
-    let policy = policy_for(model);
-    let enclave = launch(&manifest, store.addr).await;
     grant(enclave.addr, &manifest, &policy, &a).await;
     grant(enclave.addr, &manifest, &policy, &b).await;
     let addr = enclave.addr;
@@ -241,14 +250,7 @@ async fn a_tampered_blob_in_the_store_fails_the_job_and_releases_nothing() {
 
 #[tokio::test]
 async fn a_dataset_swapped_for_another_owners_is_refused() {
-    let store = HostStore::start().await;
-    let model = store.put(&tiny_gguf(7)).await;
-    let (a, b) = (owner("St Mary", "MARKER-A", 4), owner("Royal Free", "MARKER-B", 4));
-    store.put(&a.sealed).await;
-    store.put(&b.sealed).await;
-    let manifest = job_manifest(&[&a, &b], model);
-    let policy = policy_for(model);
-    let enclave = launch(&manifest, store.addr).await;
+    let TwoOwnerJob { store, a, b, manifest, policy, enclave, .. } = two_owner_job(4).await;
 
     // Owner b cannot grant its own key for a's dataset: the manifest lists a's key for it.
     let mut session = connect(enclave.addr, &policy, &manifest).await.unwrap();
