@@ -61,6 +61,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, failure::Failure> {
     tokio::runtime::Runtime::new().map_err(|e| failure::Failure::input(format!("cannot start the async runtime: {e}")))
 }
 
+/// Uploads a file to the host's store with a progress bar (on a terminal); returns its SHA-256.
+fn upload(host: &str, path: &std::path::Path) -> Result<[u8; 32], failure::Failure> {
+    let bar = progress::Transfer::new("upload");
+    let result = runtime()?.block_on(sealtune_host::store::upload_reporting(host, path, &mut |sent, total| bar.update(sent, total)));
+    bar.finish();
+    result.map_err(|e| failure::Failure::rejected(format!("upload of {} to {host} failed: {e}", path.display())))
+}
+
 /// Prints a command's result on one line (JSON with `--json`) and flushes
 /// it: a script may be waiting for it.
 fn print_result(json: bool, value: serde_json::Value, text: String) -> Outcome {

@@ -208,9 +208,7 @@ fn inspect(sealed_path: &Path, json: bool) -> Outcome {
 fn upload(sealed: &Path, host: &str, json: bool) -> Outcome {
     // Only sealed files go to the host: refuse anything whose header does not parse.
     Header::read_from(&mut BufReader::new(open_file(sealed)?)).map_err(|e| sealed_failure(sealed, e))?;
-    let digest = crate::runtime()?
-        .block_on(sealtune_host::store::upload(host, sealed))
-        .map_err(|e| Failure::rejected(format!("upload of {} to {host} failed: {e}", sealed.display())))?;
+    let digest = crate::upload(host, sealed)?;
     crate::print_result(json, serde_json::json!({ "commitment": hex::encode(digest) }), hex::encode(digest))
 }
 

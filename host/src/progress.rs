@@ -3,6 +3,34 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A bar over the bytes of an upload.
+pub(crate) struct Transfer(ProgressBar);
+
+impl Transfer {
+    /// A bar labelled `what`.
+    pub(crate) fn new(what: &str) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(what.to_string());
+        Transfer(bar)
+    }
+
+    /// Shows `sent` of `total` bytes.
+    pub(crate) fn update(&self, sent: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(sent);
+    }
+
+    /// Removes the bar.
+    pub(crate) fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// A bar over a job's DP-SGD steps, labelled with the job's phase and ε spent.
 pub(crate) struct Steps(ProgressBar);
 

@@ -254,6 +254,15 @@ async fn connection(store: &Store, tcp: TcpStream) -> Result<(), StoreError> {
 /// Uploads the file at `path` to the store at `addr`; returns its SHA-256
 /// once the store has it durably.
 pub async fn upload<A: ToSocketAddrs>(addr: A, path: &Path) -> Result<[u8; 32], StoreError> {
+    upload_reporting(addr, path, &mut |_, _| {}).await
+}
+
+/// [`upload`], calling `progress(sent, total)` as the bytes go out.
+pub async fn upload_reporting<A: ToSocketAddrs>(
+    addr: A,
+    path: &Path,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<[u8; 32], StoreError> {
     let file_error = |source| StoreError::File { path: path.to_path_buf(), source };
     let mut file = tokio::fs::File::open(path).await.map_err(file_error)?;
     let mut hasher = Sha256::new();
@@ -282,6 +291,7 @@ pub async fn upload<A: ToSocketAddrs>(addr: A, path: &Path) -> Result<[u8; 32], 
         }
         frames.send(Bytes::copy_from_slice(&buf[..n])).await?;
         sent += n as u64;
+        progress(sent, size);
     }
     match StoreResponse::from_cbor(&next_control(&mut frames).await?)? {
         StoreResponse::Stored { digest: stored } if stored == digest => Ok(digest),

@@ -137,9 +137,7 @@ pub(crate) fn run(command: Command) -> Outcome {
     match command {
         Command::Keygen(args) => crate::owner::keygen(&args),
         Command::Upload { model, host, json } => {
-            let digest = crate::runtime()?
-                .block_on(sealtune_host::store::upload(host.as_str(), &model))
-                .map_err(|e| Failure::rejected(format!("upload of {} to {host} failed: {e}", model.display())))?;
+            let digest = crate::upload(&host, &model)?;
             crate::print_result(json, serde_json::json!({ "sha256": hex::encode(digest) }), hex::encode(digest))
         }
         Command::Job(args) => job(args),
