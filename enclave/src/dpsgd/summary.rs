@@ -13,10 +13,15 @@ use std::path::Path;
 /// The file name of the summary inside the output directory.
 pub const SUMMARY_FILE: &str = "training-summary.json";
 
+/// The summary format version (`docs/formats/training-summary.md`).
+pub const SUMMARY_VERSION: u32 = 1;
+
 /// Everything needed to state and check the privacy guarantee of a trained adapter.
 /// Every field is a public parameter of the job or a function of them, never of the data.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainingSummary {
+    /// Always [`SUMMARY_VERSION`].
+    pub version: u32,
     /// The privacy unit.
     pub privacy_unit: PrivacyUnit,
     /// The neighbouring relation the guarantee holds for.
@@ -82,6 +87,7 @@ impl TrainingSummary {
     pub fn new(plan: &Plan, outcome: &Outcome, lora: &LoraConfig) -> Result<Self> {
         let (config, spec) = (&plan.config, &plan.spec);
         Ok(TrainingSummary {
+            version: SUMMARY_VERSION,
             privacy_unit: spec.privacy_unit,
             neighbouring_relation: spec.privacy_unit.neighbouring_relation().to_string(),
             sampling: "poisson",

@@ -445,3 +445,35 @@ fn jsonl_records_carry_text_or_messages_and_optional_user_ids() {
     let err = super::dev::parse_jsonl("{\"text\": \"fine\"}\n{\"txet\": \"SECRET\"}").unwrap_err().to_string();
     assert!(err.contains("line 2") && !err.contains("SECRET") && !err.contains("txet"), "{err}");
 }
+
+/// docs/formats/training-summary.md, "Test vector": the summary of a fixed plan and
+/// outcome. Field names, order and every value match; numbers to 1e-9 relative, since
+/// the accountants' FFT and libm may round the last bits differently on another CPU.
+#[test]
+fn training_summary_golden_json() {
+    let plan = small_job(10).plan().unwrap();
+    let outcome = super::engine::Outcome { steps: 7, epsilon: 0.0, stop: Stop::Budget };
+    let lora = LoraConfig::new(4, 8.0, &["q", "v"]).unwrap();
+    let ours: serde_json::Value = serde_json::from_slice(&TrainingSummary::new(&plan, &outcome, &lora).unwrap().to_json().unwrap()).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(include_str!("../../tests/vectors/training-summary-v1.json")).unwrap();
+    assert_json_close(&ours, &golden, "$");
+}
+
+fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-9 * y.abs().max(1e-300), "{at}: {x} vs {y}");
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "{at}: fields");
+            x.iter().for_each(|(k, v)| assert_json_close(v, &y[k], &format!("{at}.{k}")));
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: length");
+            x.iter().zip(y).enumerate().for_each(|(i, (v, w))| assert_json_close(v, w, &format!("{at}[{i}]")));
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
