@@ -635,6 +635,23 @@ fn check_finite_differences(x: &Tensor, c: &Tensor, grad: &Tensor, op: impl Fn(&
     }
 }
 
+/// A fused op against the primitive-op composition it replaces, on `Σ op(x) ⊙ c`: the
+/// losses differ by less than `loss_tolerance(composed loss)`, the gradients by less than
+/// 1e-12, and the fused gradient matches central finite differences.
+fn assert_fused_matches(
+    x: &Tensor,
+    c: &Tensor,
+    composed: impl Fn(&Tensor) -> Tensor,
+    fused: impl Fn(&Tensor) -> Tensor + Copy,
+    loss_tolerance: impl Fn(f64) -> f64,
+) {
+    let (loss_c, grad_c) = weighted_sum_and_grad(x, c, composed);
+    let (loss_f, grad_f) = weighted_sum_and_grad(x, c, fused);
+    assert!((loss_c - loss_f).abs() < loss_tolerance(loss_c), "{loss_c} vs {loss_f}");
+    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
+    check_finite_differences(x, c, &grad_f, fused);
+}
+
 #[test]
 fn fused_rms_norm_matches_its_composition_and_finite_differences() {
     let mut rng = ChaCha20Rng::seed_from_u64(21);
@@ -647,11 +664,7 @@ fn fused_rms_norm_matches_its_composition_and_finite_differences() {
         x.broadcast_div(&(ms + eps).unwrap().sqrt().unwrap()).unwrap().broadcast_mul(&w).unwrap()
     };
     let fused = |x: &Tensor| super::fused::rms_norm(x, &w, eps).unwrap();
-    let (loss_c, grad_c) = weighted_sum_and_grad(&x, &c, composed);
-    let (loss_f, grad_f) = weighted_sum_and_grad(&x, &c, fused);
-    assert!((loss_c - loss_f).abs() < 1e-12, "{loss_c} vs {loss_f}");
-    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
-    check_finite_differences(&x, &c, &grad_f, fused);
+    assert_fused_matches(&x, &c, composed, fused, |_| 1e-12);
 }
 
 #[test]
@@ -670,11 +683,7 @@ fn fused_head_nll_matches_log_softmax_and_finite_differences() {
         logp.gather(&labels.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap()
     };
     let fused = |h: &Tensor| super::fused::frozen_head_nll(h, &w, &labels).unwrap();
-    let (loss_c, grad_c) = weighted_sum_and_grad(&h, &c, composed);
-    let (loss_f, grad_f) = weighted_sum_and_grad(&h, &c, fused);
-    assert!((loss_c - loss_f).abs() < 1e-9 * loss_c.abs(), "{loss_c} vs {loss_f}");
-    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
-    check_finite_differences(&h, &c, &grad_f, fused);
+    assert_fused_matches(&h, &c, composed, fused, |loss| 1e-9 * loss.abs());
 }
 
 #[test]
@@ -684,11 +693,7 @@ fn fused_softmax_matches_its_composition_and_finite_differences() {
     let c = uniform(&mut rng, &[2, 3, 7, 7], -1.0, 1.0);
     let composed = |x: &Tensor| candle_nn::ops::softmax(x, candle_core::D::Minus1).unwrap();
     let fused = |x: &Tensor| super::fused::softmax_last_dim(x).unwrap();
-    let (loss_c, grad_c) = weighted_sum_and_grad(&x, &c, composed);
-    let (loss_f, grad_f) = weighted_sum_and_grad(&x, &c, fused);
-    assert!((loss_c - loss_f).abs() < 1e-12, "{loss_c} vs {loss_f}");
-    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
-    check_finite_differences(&x, &c, &grad_f, fused);
+    assert_fused_matches(&x, &c, composed, fused, |_| 1e-12);
 }
 
 #[test]
@@ -701,9 +706,5 @@ fn fused_rope_matches_its_composition_and_finite_differences() {
     let c = uniform(&mut rng, &[2, 3, t, d], -1.0, 1.0);
     let composed = |x: &Tensor| candle_nn::rotary_emb::rope_slow(x, &cos, &sin).unwrap();
     let fused = |x: &Tensor| super::fused::rope(x, &cos, &sin).unwrap();
-    let (loss_c, grad_c) = weighted_sum_and_grad(&x, &c, composed);
-    let (loss_f, grad_f) = weighted_sum_and_grad(&x, &c, fused);
-    assert!((loss_c - loss_f).abs() < 1e-12, "{loss_c} vs {loss_f}");
-    assert!(max_abs_diff(&grad_c, &grad_f) < 1e-12);
-    check_finite_differences(&x, &c, &grad_f, fused);
+    assert_fused_matches(&x, &c, composed, fused, |_| 1e-12);
 }
