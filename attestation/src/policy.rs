@@ -46,6 +46,12 @@ pub struct TdxPolicy {
     /// UpToDate TCB is accepted.
     #[serde(default)]
     pub allowed_advisories: Vec<String>,
+    /// Accept collateral without CRLs (and then also without a QE
+    /// identity): the PCK, its CA and the collateral signer are not checked
+    /// for revocation, and the claims list what went unchecked. For
+    /// archived evidence whose CRLs are gone; the default (false) refuses it.
+    #[serde(default)]
+    pub allow_partial_collateral: bool,
     /// Allowed RTMR0 values (48 bytes, hex); absent means not checked.
     #[serde(default)]
     pub rtmr0: Option<Vec<String>>,

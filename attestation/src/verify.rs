@@ -42,6 +42,9 @@ pub enum VerifyError {
     /// The DCAP collateral cannot be read or does not support the quote.
     #[error("TDX collateral: {0}")]
     Collateral(#[from] CollateralError),
+    /// The collateral has no CRLs and the policy does not accept that.
+    #[error("the TDX collateral has no CRLs, so revocation cannot be checked; the policy must set tdx.allow_partial_collateral to accept it")]
+    PartialCollateral,
     /// The TD was launched with debugging enabled.
     #[error("the TD has debugging enabled (TD_ATTRIBUTES.DEBUG = 1): the host can read its memory")]
     TdDebugEnabled,
@@ -277,9 +280,9 @@ pub fn verify_report(evidence: &Evidence, policy: &Policy, at: OffsetDateTime) -
 /// must be the pinned Intel root.
 ///
 /// Order: quote header → PCK chain, QE report and quote signatures,
-/// certificate validity → TD debug → DCAP appraisal (collateral signatures,
-/// CRLs and freshness, QE identity, TDX module, TCB level) → TCB status →
-/// MRTD allow-list → RTMR allow-lists.
+/// certificate validity → TD debug → partial collateral allowed? → DCAP
+/// appraisal (collateral signatures, CRLs and freshness, QE identity, TDX
+/// module, TCB level) → TCB status → MRTD allow-list → RTMR allow-lists.
 pub fn verify_tdx_report(
     evidence: &Evidence,
     collateral: &TdxCollateral,
@@ -299,7 +302,10 @@ pub fn verify_tdx_report(
     if td.debug() && !policy.allow_debug {
         return Err(VerifyError::TdDebugEnabled);
     }
-    let tcb = crate::tdx::appraise(&evidence.report, collateral, &signed.root, policy.allow_debug, at)?;
+    if matches!(collateral, TdxCollateral::Partial(_)) && !tdx_policy.allow_partial_collateral {
+        return Err(VerifyError::PartialCollateral);
+    }
+    let tcb = crate::tdx::appraise(&evidence.report, &quote, &signed, collateral, policy.allow_debug, at)?;
     let advisories_allowed = !tcb.advisory_ids.is_empty()
         && tcb.advisory_ids.iter().all(|id| tdx_policy.allowed_advisories.iter().any(|a| a.eq_ignore_ascii_case(id)));
     if tcb.status != "UpToDate" && !advisories_allowed {

@@ -6,7 +6,7 @@ mod common;
 use sealtune_attestation::evidence::{EnclavePublicKeys, Evidence, TeeKind, EVIDENCE_VERSION};
 use sealtune_attestation::policy::{Policy, TdxPolicy};
 use sealtune_attestation::tdx::quote::{mr_config_id_for, QuoteError, TdxQuote};
-use sealtune_attestation::tdx::{CollateralError, TdxCollateral};
+use sealtune_attestation::tdx::{CollateralError, TcbVerdict, TdxCollateral};
 use sealtune_attestation::verify::{verify_report, verify_tdx_report, PlatformClaims, VerifyError};
 use sealtune_attestation::x509::EcChainError;
 use std::path::Path;
@@ -168,16 +168,6 @@ fn go_tdx_guest_spr_e4_signatures_pass_and_tcb_level_does_not_match() {
 }
 
 #[test]
-fn go_tdx_guest_v5_signatures_pass() {
-    let Some(dir) = common::vectors_dir() else { return };
-    let quote = common::read(&dir.join("tdx/go-tdx-guest-v5"), "quote_v5_sample.dat");
-    let parsed = TdxQuote::parse(&quote).unwrap();
-    assert_eq!(parsed.version, 5);
-    assert!(hex::encode(parsed.report.mr_td).starts_with("7348651a34b2d2d3"));
-    parsed.verify_signatures(None, datetime!(2026-02-03 1:00 UTC)).unwrap();
-}
-
-#[test]
 fn debug_td_is_rejected_unless_allowed() {
     let Some(dir) = common::vectors_dir() else { return };
     let quote = common::read(&dir.join("tdx/trustee-v4-debug-td"), "tdx_quote_4.dat");
@@ -194,27 +184,168 @@ fn debug_td_is_rejected_unless_allowed() {
     appraisal_error(err);
 }
 
+/// A policy for `quote` that accepts collateral without CRLs.
+fn partial_policy(quote: &[u8]) -> Policy {
+    Policy { tdx: Some(TdxPolicy { allow_partial_collateral: true, ..TdxPolicy::default() }), ..policy_for(quote, false) }
+}
+
+/// The TCB Signing certificate chain Intel's PCS served in 2025 (valid
+/// 2025-05-06 .. 2032-05-06); it signs every TCB info and QE identity here.
+fn tcb_signer_chain(dir: &Path) -> String {
+    let donor: serde_json::Value = serde_json::from_slice(&common::read(&dir.join("tdx/dcap-qvl-v4-uptodate"), "tdx_quote_collateral.json")).unwrap();
+    donor["tcb_info_issuer_chain"].as_str().unwrap().to_string()
+}
+
+/// Partial collateral from PCS responses: TCB info and, if given, QE identity.
+fn partial_collateral(dir: &Path, tcb_info_response: &str, qe_identity_response: Option<&str>) -> serde_json::Value {
+    let chain = tcb_signer_chain(dir);
+    let (tcb_info, tcb_sig) = pcs_body(tcb_info_response, "tcbInfo");
+    let mut json = serde_json::json!({ "tcb_info_issuer_chain": chain, "tcb_info": tcb_info, "tcb_info_signature": tcb_sig });
+    if let Some(response) = qe_identity_response {
+        let (qe_identity, qe_sig) = pcs_body(response, "enclaveIdentity");
+        json["qe_identity_issuer_chain"] = chain.into();
+        json["qe_identity"] = qe_identity.into();
+        json["qe_identity_signature"] = qe_sig.into();
+    }
+    json
+}
+
+fn tcb_of(verified: &sealtune_attestation::verify::VerifiedReport) -> TcbVerdict {
+    let PlatformClaims::Tdx { tcb, .. } = &verified.claims.platform else { panic!("TDX claims expected") };
+    tcb.clone()
+}
+
+const OUTOFDATE_AT: OffsetDateTime = datetime!(2025-11-01 0:00 UTC);
+
 #[test]
-fn trustee_outofdate_signatures_pass_and_stale_crls_are_refused() {
+fn trustee_outofdate_is_out_of_date_without_crls() {
     let Some(dir) = common::vectors_dir() else { return };
     let base = dir.join("tdx/trustee-v4-outofdate");
     let quote = common::read(&base, "tdx_quote_6.dat");
-    let at = datetime!(2025-11-01 0:00 UTC);
-    TdxQuote::parse(&quote).unwrap().verify_signatures(None, at).unwrap();
-    // The vector has signed TCB info and QE identity but no CRLs; the only
-    // CRLs at hand (dcap-qvl-v4's, next update 2025-07) are stale by then.
-    let donor: serde_json::Value = serde_json::from_slice(&common::read(&dir.join("tdx/dcap-qvl-v4-uptodate"), "tdx_quote_collateral.json")).unwrap();
     let text = |f: &str| String::from_utf8(common::read(&base, f)).unwrap();
-    let (tcb_info, tcb_sig) = pcs_body(&text("tcbInfo.json"), "tcbInfo");
-    let (qe_identity, qe_sig) = pcs_body(&text("enclaveIdentity.json"), "enclaveIdentity");
-    let mut json = donor.clone();
-    json["tcb_info"] = tcb_info.into();
-    json["tcb_info_signature"] = tcb_sig.into();
-    json["qe_identity"] = qe_identity.into();
-    json["qe_identity_signature"] = qe_sig.into();
+    let json = partial_collateral(&dir, &text("tcbInfo.json"), Some(&text("enclaveIdentity.json")));
     let c = TdxCollateral::from_json(&json.to_string()).unwrap();
-    let msg = appraisal_error(verify_tdx_report(&evidence(quote.clone()), &c, None, &policy_for(&quote, false), at).unwrap_err());
-    assert!(msg.contains("CrlExpired"), "{msg}");
+    let ev = evidence(quote.clone());
+
+    // The default policy refuses collateral that cannot show revocation.
+    let err = verify_tdx_report(&ev, &c, None, &policy_for(&quote, false), OUTOFDATE_AT).unwrap_err();
+    assert!(matches!(err, VerifyError::PartialCollateral), "{err}");
+
+    // Allowed, the TCB is OutOfDate: the PCE SVN (11) is below the
+    // UpToDate level's (13). That level names no advisory, so no allow-list
+    // can excuse it.
+    let policy = partial_policy(&quote);
+    let err = verify_tdx_report(&ev, &c, None, &policy, OUTOFDATE_AT).unwrap_err();
+    assert!(matches!(&err, VerifyError::TcbStatus { status, advisories } if status == "OutOfDate" && advisories.is_empty()), "{err}");
+    let parsed = TdxQuote::parse(&quote).unwrap();
+    let signed = parsed.verify_signatures(None, OUTOFDATE_AT).unwrap();
+    let verdict = sealtune_attestation::tdx::appraise(&quote, &parsed, &signed, &c, false, OUTOFDATE_AT).unwrap();
+    assert_eq!(verdict, TcbVerdict { status: "OutOfDate".into(), advisory_ids: vec![], unchecked: vec!["revocation"] });
+    let excused = Policy { tdx: Some(TdxPolicy { allowed_advisories: vec!["INTEL-SA-00837".into()], ..policy.tdx.clone().unwrap() }), ..policy.clone() };
+    assert!(matches!(verify_tdx_report(&ev, &c, None, &excused, OUTOFDATE_AT), Err(VerifyError::TcbStatus { .. })));
+
+    // Past the TCB info's nextUpdate (2025-11-26) it is stale.
+    let late = datetime!(2025-11-27 0:00 UTC);
+    let err = verify_tdx_report(&ev, &c, None, &policy, late).unwrap_err();
+    assert!(matches!(err, VerifyError::Collateral(CollateralError::NotCurrent { item: "TCB info", .. })), "{err}");
+
+    // One changed byte in the signed TCB info or QE identity is refused.
+    for key in ["tcb_info", "qe_identity"] {
+        let mut bad = json.clone();
+        let body = bad[key].as_str().unwrap().replacen("\"version\":", "\"version\": ", 1);
+        bad[key] = body.into();
+        let c = TdxCollateral::from_json(&bad.to_string()).unwrap();
+        let err = verify_tdx_report(&ev, &c, None, &policy, OUTOFDATE_AT).unwrap_err();
+        assert!(matches!(err, VerifyError::Collateral(CollateralError::BadSignature { .. })), "{key}: {err}");
+    }
+    // A signer that does not chain to Intel's root.
+    let mut bad = json.clone();
+    bad["tcb_info_issuer_chain"] = String::from_utf8(common::read(&dir.join("gpu/nvtrust-hopper-sample"), "verifier_device_root.pem")).unwrap().into();
+    let err = verify_tdx_report(&ev, &TdxCollateral::from_json(&bad.to_string()).unwrap(), None, &policy, OUTOFDATE_AT).unwrap_err();
+    assert!(matches!(err, VerifyError::Collateral(CollateralError::SignerChain { item: "TCB info", .. })), "{err}");
+    // TCB info for another platform (go-tdx-guest-v5's FMSPC 90C06F000000).
+    let other = partial_collateral(&dir, &String::from_utf8(common::read(&dir.join("tdx/go-tdx-guest-v5"), "sample_tcbinfo_response_v5")).unwrap(), None);
+    let err = verify_tdx_report(&ev, &TdxCollateral::from_json(&other.to_string()).unwrap(), None, &policy, datetime!(2026-02-03 1:00 UTC)).unwrap_err();
+    assert!(matches!(err, VerifyError::Collateral(CollateralError::FmspcMismatch { .. })), "{err}");
+}
+
+#[test]
+fn go_tdx_guest_v5_is_up_to_date_from_tcb_info_alone() {
+    let Some(dir) = common::vectors_dir() else { return };
+    let base = dir.join("tdx/go-tdx-guest-v5");
+    let quote = common::read(&base, "quote_v5_sample.dat");
+    let parsed = TdxQuote::parse(&quote).unwrap();
+    assert_eq!(parsed.version, 5);
+    assert!(hex::encode(parsed.report.mr_td).starts_with("7348651a34b2d2d3"));
+    let at = datetime!(2026-02-03 1:00 UTC);
+    let json = partial_collateral(&dir, &String::from_utf8(common::read(&base, "sample_tcbinfo_response_v5")).unwrap(), None);
+    let c = TdxCollateral::from_json(&json.to_string()).unwrap();
+    let verified = verify_tdx_report(&evidence(quote.clone()), &c, None, &partial_policy(&quote), at).unwrap();
+    assert_eq!(verified.claims.version, 5);
+    let tcb = tcb_of(&verified);
+    assert_eq!((tcb.status.as_str(), tcb.unchecked), ("UpToDate", vec!["revocation", "qe_identity"]));
+    // Before the TCB info's issueDate (2026-02-01T14:49:26Z) it is not yet valid.
+    let err = verify_tdx_report(&evidence(quote.clone()), &c, None, &partial_policy(&quote), datetime!(2026-02-01 14:00 UTC)).unwrap_err();
+    assert!(matches!(err, VerifyError::Collateral(CollateralError::NotCurrent { .. })), "{err}");
+}
+
+/// The partial path against dcap-qvl on the vectors that have full
+/// collateral: with the CRLs taken out, the same verdict.
+#[test]
+fn partial_appraisal_agrees_with_dcap_qvl() {
+    let Some(dir) = common::vectors_dir() else { return };
+    let strip = |c: serde_json::Value| {
+        let mut c = c;
+        for key in ["pck_crl_issuer_chain", "root_ca_crl", "pck_crl"] {
+            c.as_object_mut().unwrap().remove(key);
+        }
+        TdxCollateral::from_json(&c.to_string()).unwrap()
+    };
+    let read_json = |folder: &str, file: &str| serde_json::from_slice::<serde_json::Value>(&common::read(&dir.join(folder), file)).unwrap();
+
+    let quote = common::read(&dir.join("tdx/dcap-qvl-v4-uptodate"), "tdx_quote.bin");
+    let full = collateral(&dir.join("tdx/dcap-qvl-v4-uptodate"), "tdx_quote_collateral.json");
+    let partial = strip(read_json("tdx/dcap-qvl-v4-uptodate", "tdx_quote_collateral.json"));
+    let policy = partial_policy(&quote);
+    let by_dcap = tcb_of(&verify_tdx_report(&evidence(quote.clone()), &full, None, &policy, UPTODATE_AT).unwrap());
+    let by_partial = tcb_of(&verify_tdx_report(&evidence(quote.clone()), &partial, None, &policy, UPTODATE_AT).unwrap());
+    assert_eq!(by_dcap, TcbVerdict { status: "UpToDate".into(), advisory_ids: vec![], unchecked: vec![] });
+    assert_eq!(by_partial, TcbVerdict { unchecked: vec!["revocation"], ..by_dcap });
+
+    let quote = common::read(&dir.join("tdx/dcap-qvl-v5-no-tcb-match"), "tdx_quote_outdated.bin");
+    let partial = strip(read_json("tdx/dcap-qvl-v5-no-tcb-match", "tdx_quote_outdated_collateral.json"));
+    let err = verify_tdx_report(&evidence(quote.clone()), &partial, None, &partial_policy(&quote), datetime!(2026-03-20 10:41:14 UTC)).unwrap_err();
+    assert!(matches!(err, VerifyError::Collateral(CollateralError::NoMatchingTcbLevel)), "{err}");
+
+    let base = dir.join("tdx/go-tdx-guest-v4-spr-e4");
+    let quote = common::read(&base, "tdx_prod_quote_SPR_E4.dat");
+    let text = |f: &str| String::from_utf8(common::read(&base, f)).unwrap();
+    let mut json = partial_collateral(&dir, &text("sample_tcbInfo_response"), Some(&text("sample_qeIdentity_response")));
+    for key in ["tcb_info_issuer_chain", "qe_identity_issuer_chain"] {
+        json[key] = text(&format!("{key}.pem")).into();
+    }
+    let partial = TdxCollateral::from_json(&json.to_string()).unwrap();
+    let err = verify_tdx_report(&evidence(quote.clone()), &partial, None, &partial_policy(&quote), datetime!(2023-07-01 1:00 UTC)).unwrap_err();
+    assert!(matches!(err, VerifyError::Collateral(CollateralError::NoMatchingTcbLevel)), "{err}");
+}
+
+#[test]
+fn collateral_is_full_or_partial_never_in_between() {
+    let Some(dir) = common::vectors_dir() else { return };
+    let full: serde_json::Value = serde_json::from_slice(&common::read(&dir.join("tdx/dcap-qvl-v4-uptodate"), "tdx_quote_collateral.json")).unwrap();
+    let without = |keys: &[&str]| {
+        let mut c = full.clone();
+        for key in keys {
+            c.as_object_mut().unwrap().remove(*key);
+        }
+        TdxCollateral::from_json(&c.to_string())
+    };
+    assert!(matches!(without(&[]), Ok(TdxCollateral::Full(_))));
+    assert!(matches!(without(&["pck_crl"]), Err(CollateralError::Malformed(_))));
+    assert!(matches!(without(&["pck_crl", "root_ca_crl", "pck_crl_issuer_chain", "qe_identity"]), Err(CollateralError::Malformed(_))));
+    assert!(matches!(without(&["pck_crl", "root_ca_crl", "pck_crl_issuer_chain", "tcb_info"]), Err(CollateralError::Malformed(_))));
+    let partial = without(&["pck_crl", "root_ca_crl", "pck_crl_issuer_chain", "qe_identity", "qe_identity_signature", "qe_identity_issuer_chain"]);
+    assert!(matches!(partial, Ok(TdxCollateral::Partial(_))));
 }
 
 #[test]

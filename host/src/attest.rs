@@ -76,6 +76,11 @@ pub(crate) enum Command {
         /// Accept a TEE with debugging enabled.
         #[arg(long)]
         allow_debug: bool,
+        /// TDX: accept collateral without CRLs (revocation then goes
+        /// unchecked, and the claims say so); same as the policy's
+        /// tdx.allow_partial_collateral.
+        #[arg(long, requires = "quote")]
+        allow_partial_collateral: bool,
         /// Print the claims as JSON.
         #[arg(long)]
         json: bool,
@@ -97,6 +102,7 @@ pub(crate) fn run(command: Command) -> Outcome {
         at,
         policy,
         allow_debug,
+        allow_partial_collateral,
         json,
     } = command;
     let at = parse_at(at)?;
@@ -107,7 +113,8 @@ pub(crate) fn run(command: Command) -> Outcome {
             let quote = quote.ok_or_else(|| Failure::input("--tee tdx needs --quote"))?;
             let collateral = collateral.ok_or_else(|| Failure::input("--tee tdx needs --collateral"))?;
             let policy = policy.map(|p| read_policy(&p)).transpose()?;
-            return run_tdx(&quote, &collateral, root.as_deref(), policy, allow_debug, at, json);
+            let allow = Allow { debug: allow_debug, partial_collateral: allow_partial_collateral };
+            return run_tdx(&quote, &collateral, root.as_deref(), policy, allow, at, json);
         }
         Tee::NvidiaGpu => {
             let report = report.ok_or_else(|| Failure::input("--tee nvidia-gpu needs --report"))?;
@@ -188,12 +195,18 @@ fn read_binary_or_hex(path: &Path, looks_raw: impl Fn(&[u8]) -> bool) -> Result<
         .ok_or_else(|| Failure::input(format!("{}: neither raw binary nor hex", path.display())))
 }
 
+/// What the command line allows on top of the policy.
+struct Allow {
+    debug: bool,
+    partial_collateral: bool,
+}
+
 fn run_tdx(
     quote: &Path,
     collateral: &Path,
     root: Option<&Path>,
     policy: Option<Policy>,
-    allow_debug: bool,
+    allow: Allow,
     at: OffsetDateTime,
     json: bool,
 ) -> Outcome {
@@ -204,8 +217,9 @@ fn run_tdx(
         .map_err(|e| Failure::input(format!("{}: {e}", collateral.display())))?;
     let root = root.map(read_cert).transpose()?;
     let measurement_checked = policy.is_some();
-    let policy = policy.unwrap_or_else(|| open_policy(parsed.report.mr_td, false));
-    let policy = Policy { allow_debug: policy.allow_debug || allow_debug, ..policy };
+    let mut policy = policy.unwrap_or_else(|| open_policy(parsed.report.mr_td, false));
+    policy.allow_debug |= allow.debug;
+    policy.tdx.get_or_insert_with(Default::default).allow_partial_collateral |= allow.partial_collateral;
     let evidence = Evidence {
         version: EVIDENCE_VERSION,
         tee: TeeKind::Tdx,
@@ -317,6 +331,9 @@ fn print_claims(c: &Claims, measurement_checked: bool) {
             println!("tee_tcb_svn  {tee_tcb_svn}");
             println!("td_attributes {td_attributes}");
             println!("tcb_status   {} (advisories: {})", tcb.status, tcb.advisory_ids.join(","));
+            if !tcb.unchecked.is_empty() {
+                println!("unchecked    {} (partial collateral)", tcb.unchecked.join(", "));
+            }
         }
     }
 }

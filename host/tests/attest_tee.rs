@@ -92,6 +92,36 @@ fn tdx_failures_exit_1_and_unusable_input_exits_2() {
 }
 
 #[test]
+fn tdx_partial_collateral_needs_its_flag_and_is_reported() {
+    let Some(dir) = vectors_dir() else { return };
+    // TCB info alone (PCS response body and signature), signed by the TCB
+    // Signing certificate that dcap-qvl-v4's collateral carries.
+    let response = std::fs::read_to_string(dir.join("tdx/go-tdx-guest-v5/sample_tcbinfo_response_v5")).unwrap();
+    let donor: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(V4_COLLATERAL)).unwrap()).unwrap();
+    let sig_at = response.rfind(",\"signature\":\"").unwrap();
+    let collateral = serde_json::json!({
+        "tcb_info_issuer_chain": donor["tcb_info_issuer_chain"],
+        "tcb_info": &response["{\"tcbInfo\":".len()..sig_at],
+        "tcb_info_signature": response[sig_at + 14..].trim_end().trim_end_matches("\"}"),
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("collateral.json");
+    std::fs::write(&path, collateral.to_string()).unwrap();
+    let quote = "tdx/go-tdx-guest-v5/quote_v5_sample.dat";
+    let at = "2026-02-03T01:00:00Z";
+    let out = tdx(&dir, quote, path.to_str().unwrap(), at, &[]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("no CRLs"), "{}", stderr(&out));
+    let out = tdx(&dir, quote, path.to_str().unwrap(), at, &["--allow-partial-collateral", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((claims["version"].as_u64(), claims["tcb"]["status"].as_str()), (Some(5), Some("UpToDate")));
+    assert_eq!(claims["tcb"]["unchecked"], serde_json::json!(["revocation", "qe_identity"]));
+    let out = tdx(&dir, quote, path.to_str().unwrap(), at, &["--allow-partial-collateral"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unchecked    revocation, qe_identity"));
+}
+
+#[test]
 fn debug_td_is_rejected_unless_allowed() {
     let Some(dir) = vectors_dir() else { return };
     let quote = "tdx/trustee-v4-debug-td/tdx_quote_4.dat";

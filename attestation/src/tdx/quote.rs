@@ -69,6 +69,10 @@ pub struct TdReport {
     pub tee_tcb_svn: [u8; 16],
     /// MRSEAM: the TDX module's measurement.
     pub mr_seam: [u8; 48],
+    /// MRSIGNERSEAM: the TDX module's signer (zero for Intel's own modules).
+    pub mr_signer_seam: [u8; 48],
+    /// SEAMATTRIBUTES: the TDX module's attributes.
+    pub seam_attributes: [u8; 8],
     /// TD_ATTRIBUTES.
     pub td_attributes: [u8; 8],
     /// XFAM.
@@ -85,6 +89,9 @@ pub struct TdReport {
     pub rtmr: [[u8; 48]; 4],
     /// REPORTDATA: 64 bytes chosen by the TD.
     pub report_data: [u8; 64],
+    /// TEE_TCB_SVN2 of a TD 1.5 report (quote v5): the current TCB, which
+    /// differs from the launch TCB after a TD-preserving module update.
+    pub tee_tcb_svn2: Option<[u8; 16]>,
 }
 
 impl TdReport {
@@ -109,7 +116,8 @@ pub struct TdxQuote {
     signed: Vec<u8>,
     attestation_key: [u8; 64],
     signature: [u8; 64],
-    qe_report: [u8; 384],
+    /// The Quoting Enclave's SGX report (REPORTBODY layout), signed by the PCK.
+    pub(super) qe_report: [u8; 384],
     qe_report_signature: [u8; 64],
     qe_auth_data: Vec<u8>,
     pck_chain_pem: Vec<u8>,
@@ -120,6 +128,9 @@ pub struct TdxQuote {
 pub struct SignaturesVerified {
     /// The pinned Intel root the chain ended in, DER; collateral must chain to it too.
     pub root: Vec<u8>,
+    /// The verified PCK certificate, DER: its SGX extension gives the
+    /// platform's FMSPC and SVNs for the TCB appraisal.
+    pub pck: Vec<u8>,
 }
 
 impl TdxQuote {
@@ -140,6 +151,8 @@ impl TdxQuote {
         let report = TdReport {
             tee_tcb_svn: td.tee_tcb_svn,
             mr_seam: td.mr_seam,
+            mr_signer_seam: td.mr_signer_seam,
+            seam_attributes: td.seam_attributes,
             td_attributes: td.td_attributes,
             xfam: td.xfam,
             mr_td: td.mr_td,
@@ -148,6 +161,7 @@ impl TdxQuote {
             mr_owner_config: td.mr_owner_config,
             rtmr: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
             report_data: td.report_data,
+            tee_tcb_svn2: quote.report.as_td15().map(|td15| td15.tee_tcb_svn2),
         };
         let signed = bytes
             .get(..quote.signed_length())
@@ -207,7 +221,8 @@ impl TdxQuote {
         let key = VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| QuoteError::AttestationKey)?;
         let sig = Signature::from_slice(&self.signature).map_err(|_| QuoteError::BadQuoteSignature)?;
         key.verify(&self.signed, &sig).map_err(|_| QuoteError::BadQuoteSignature)?;
-        Ok(SignaturesVerified { root: chain.pop().expect("verified chain has a root") })
+        let root = chain.pop().expect("verified chain has a root");
+        Ok(SignaturesVerified { root, pck: chain.swap_remove(0) })
     }
 }
 
