@@ -11,7 +11,8 @@ use sealtune_enclave::key_release::KeyRelease;
 use sealtune_enclave::measurement::own_measurement;
 use sealtune_enclave::service::job::{run_job, JobContext};
 use sealtune_enclave::service::ServiceHandle;
-use sealtune_enclave::tee::configfs::{ConfigfsTsm, DEFAULT_REPORT_ROOT};
+use sealtune_enclave::tee::configfs::DEFAULT_REPORT_ROOT;
+use sealtune_enclave::tee::Hardware;
 use sealtune_enclave::tee::launch::check_launch;
 use sealtune_enclave::tee::sim::{SimLaunch, SimPlatform, SimTee};
 use sealtune_enclave::tee::Tee;
@@ -25,7 +26,7 @@ use std::time::Duration;
 pub(crate) enum TeeChoice {
     /// sealtune's simulated SEV-SNP platform (development only).
     Sim,
-    /// An AMD SEV-SNP guest, through Linux configfs-tsm.
+    /// An AMD SEV-SNP guest, through Linux configfs-tsm (or /dev/sev-guest without it).
     Snp,
     /// An Intel TDX guest, through Linux configfs-tsm.
     Tdx,
@@ -48,7 +49,8 @@ pub(crate) struct Args {
     /// With --tee sim: the simulated platform directory (`sealtune sim init`).
     #[arg(long, required_if_eq("tee", "sim"))]
     sim_platform: Option<PathBuf>,
-    /// With --tee snp|tdx: the configfs-tsm report directory.
+    /// With --tee snp|tdx: the configfs-tsm report directory; if it does not
+    /// exist, --tee snp uses /dev/sev-guest.
     #[arg(long, default_value = DEFAULT_REPORT_ROOT)]
     configfs: PathBuf,
     /// Address to serve attested TLS on (port 0: any free port).
@@ -74,7 +76,7 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
         }
         (TeeChoice::Snp | TeeChoice::Tdx, _) => {
             let kind = if matches!(args.tee, TeeChoice::Snp) { TeeKind::SevSnp } else { TeeKind::Tdx };
-            let tee = ConfigfsTsm::new(&args.configfs, kind);
+            let tee = Hardware::select(kind, &args.configfs).map_err(|e| e.to_string())?;
             let measurement = check_launch(&tee, kind, &manifest.hash()).map_err(|e| e.to_string())?;
             serve(args, manifest, tee, measurement, false)
         }

@@ -8,10 +8,9 @@
 //! our one write when the report has been read, or another process wrote
 //! to the same entry in between and the report may answer its data.
 //!
-//! The older `/dev/sev-guest` interface is not used: it needs an ioctl,
-//! which cannot be issued without `unsafe` code, and this crate forbids it.
+//! SEV-SNP guests without configfs-tsm use [`super::sev_guest`] instead.
 
-use super::{RawEvidence, Tee, TeeError};
+use super::{snp_endorsements, RawEvidence, Tee, TeeError};
 use sealtune_attestation::evidence::TeeKind;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -123,9 +122,7 @@ impl ReportEntry {
 }
 
 /// Reads the SEV-SNP certificate table (GUID, offset, length entries up to
-/// an all-zero one) into endorsement, intermediate, root order. A table
-/// without an endorsement key yields no certificates: the verifier then
-/// fetches them from AMD.
+/// an all-zero one) into [`snp_endorsements`] order.
 fn snp_cert_table(table: &[u8]) -> Result<Vec<Vec<u8>>, TeeError> {
     let bad = |why: &str| TeeError::CertTable(why.to_string());
     let mut found: Vec<([u8; 16], Vec<u8>)> = Vec::new();
@@ -133,12 +130,7 @@ fn snp_cert_table(table: &[u8]) -> Result<Vec<Vec<u8>>, TeeError> {
         let entry: &[u8; 24] = entry.try_into().map_err(|_| bad("table ends inside an entry"))?;
         if entry.iter().all(|&b| b == 0) {
             let get = |g: [u8; 16]| found.iter().find(|(id, _)| *id == g).map(|(_, c)| c.clone());
-            let leaf = get(GUID_VCEK).or_else(|| get(GUID_VLEK));
-            return Ok(match (leaf, get(GUID_ASK), get(GUID_ARK)) {
-                (Some(leaf), Some(ask), Some(ark)) => vec![leaf, ask, ark],
-                (Some(leaf), _, _) => vec![leaf],
-                (None, _, _) => Vec::new(),
-            });
+            return Ok(snp_endorsements(get(GUID_VCEK).or_else(|| get(GUID_VLEK)), get(GUID_ASK), get(GUID_ARK)));
         }
         let offset = u32::from_le_bytes(entry[16..20].try_into().expect("4 bytes")) as usize;
         let len = u32::from_le_bytes(entry[20..24].try_into().expect("4 bytes")) as usize;
