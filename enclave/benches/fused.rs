@@ -2,7 +2,7 @@
 //! backward, at the SmolLM2-135M shapes of one micro-batch (8 × 128 tokens, hidden 576,
 //! vocabulary 49152). Prints time and peak RSS; asserts nothing.
 //!
-//! `cargo bench -p sealtune-enclave --bench fused [-- rms_norm|rope|softmax|head_nll]`
+//! `cargo bench -p sealtune-enclave --bench fused [-- rms_norm|rope|attention|swiglu|lora|head_nll]`
 //!
 //! Each measurement runs in a child process of its own (peak RSS is per process), with
 //! the malloc settings the enclave runs with; fused and composed children alternate,
@@ -13,7 +13,7 @@ mod common;
 use common::{median, peak_rss_mb};
 use candle_core::{DType, Device, Tensor, Var, D};
 use sealtune_enclave::model::frozen::FrozenLinear;
-use sealtune_enclave::model::fused::{frozen_head_nll, rms_norm, rope, softmax_last_dim};
+use sealtune_enclave::model::fused::{attention, frozen_head_nll, per_example_lora, rms_norm, rope, swiglu};
 use std::process::Command;
 use std::time::Instant;
 
@@ -67,13 +67,57 @@ fn child(op: &str, fused: bool) {
                 })
             }
         }
-        "softmax" => {
-            // Attention scores of one layer: [batch, kv heads, group × seq, seq].
-            let x = Tensor::randn(0f32, 1.0, (8, 3, 3 * 128, 128), &dev).unwrap();
+        "attention" => {
+            // One layer: 3 key/value heads of 3 query heads each, stacked as rows; q, k
+            // and v side by side along the rows.
+            let (rows, t, d) = (3 * 128, 128, 64);
+            let x = Tensor::randn(0f32, 1.0, (8, 3, rows + 2 * t, d), &dev).unwrap();
+            let mask: Vec<f32> = (0..rows).flat_map(|r| (0..t).map(move |j| if j <= r % t { 0.0 } else { f32::NEG_INFINITY })).collect();
+            let mask = Tensor::from_vec(mask, (rows, t), &dev).unwrap();
+            let qkv = |x: &Tensor| (x.narrow(2, 0, rows).unwrap(), x.narrow(2, rows, t).unwrap(), x.narrow(2, rows + t, t).unwrap());
+            let scale = 1.0 / (d as f64).sqrt();
             if fused {
-                time(&x, |x| softmax_last_dim(x).unwrap())
+                time(&x, |x| {
+                    let (q, k, v) = qkv(x);
+                    attention(&q, &k, &v, &mask, scale).unwrap()
+                })
             } else {
-                time(&x, |x| candle_nn::ops::softmax(x, D::Minus1).unwrap())
+                time(&x, |x| {
+                    let (q, k, v) = qkv(x);
+                    let scores = (q * scale).unwrap().matmul(&k.t().unwrap()).unwrap().broadcast_add(&mask).unwrap();
+                    candle_nn::ops::softmax(&scores, D::Minus1).unwrap().matmul(&v).unwrap()
+                })
+            }
+        }
+        "swiglu" => {
+            // Gate and up side by side: [tokens, 2 × intermediate].
+            let x = Tensor::randn(0f32, 1.0, (8, 128, 2 * 1536), &dev).unwrap();
+            let halves = |x: &Tensor| (x.narrow(2, 0, 1536).unwrap(), x.narrow(2, 1536, 1536).unwrap());
+            if fused {
+                time(&x, |x| {
+                    let (g, u) = halves(x);
+                    swiglu(&g, &u).unwrap()
+                })
+            } else {
+                time(&x, |x| {
+                    let (g, u) = halves(x);
+                    (candle_nn::ops::silu(&g).unwrap() * u).unwrap()
+                })
+            }
+        }
+        "lora" => {
+            // q_proj with a rank-8 adapter copy per example.
+            let linear = FrozenLinear::new(Tensor::randn(0f32, 0.04, (HIDDEN, HIDDEN), &dev).unwrap(), None).unwrap();
+            let a = Var::randn(0f32, 0.04, (8, 8, HIDDEN), &dev).unwrap();
+            let b = Var::randn(0f32, 0.04, (8, HIDDEN, 8), &dev).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (8, 128, HIDDEN), &dev).unwrap();
+            if fused {
+                time(&x, |x| per_example_lora(x, &linear, a.as_tensor(), b.as_tensor(), 2.0).unwrap())
+            } else {
+                time(&x, |x| {
+                    let h = (x.matmul(&a.as_tensor().t().unwrap()).unwrap() * 2.0).unwrap();
+                    (linear.forward(x).unwrap() + h.matmul(&b.as_tensor().t().unwrap()).unwrap()).unwrap()
+                })
             }
         }
         "rope" => {
@@ -100,7 +144,7 @@ fn main() {
     println!("fused ops vs primitive compositions, forward + backward, f32, CPU, {TOKENS} tokens");
     println!("{:<9} {:>12} {:>12} {:>12} {:>12} {:>8} {:>8}", "op", "composed s", "fused s", "composed MB", "fused MB", "speed", "memory");
     let wanted: Vec<&String> = args.iter().skip(1).filter(|a| !a.starts_with('-')).collect();
-    for op in ["rms_norm", "rope", "softmax", "head_nll"] {
+    for op in ["rms_norm", "rope", "attention", "swiglu", "lora", "head_nll"] {
         if !wanted.is_empty() && !wanted.iter().any(|w| *w == op) {
             continue;
         }

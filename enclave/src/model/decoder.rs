@@ -3,8 +3,9 @@
 //! candle-nn's fused `softmax_last_dim`, `rms_norm` and `rope` kernels have no backward
 //! pass: their outputs are graph leaves, so `backward()` succeeds but leaves everything
 //! before them without a gradient. This decoder takes RMSNorm, RoPE, the attention
-//! softmax and the LM head with cross-entropy from [`super::fused`], which run those
-//! kernels forward and carry hand-written backward passes.
+//! core, SwiGLU, per-example LoRA layers and the LM head with cross-entropy from
+//! [`super::fused`], which run those kernels forward and carry hand-written backward
+//! passes.
 //!
 //! Examples never interact (no batch statistics; attention stays within a sequence),
 //! which the per-example gradients of [`crate::model::lora`] rely on. Sequences are padded
@@ -16,7 +17,7 @@ use super::load::Weights;
 use super::lora::{Adapters, LoraParams, Target};
 use super::{ModelError, Result};
 use candle_core::{DType, Device, Tensor};
-use super::fused::{frozen_head_nll, rms_norm, rope, softmax_last_dim};
+use super::fused::{attention, frozen_head_nll, rms_norm, rope, swiglu};
 
 /// A batch of token sequences for next-token prediction, padded on the right to a fixed
 /// length, with a mask over the predicted positions.
@@ -238,7 +239,7 @@ impl Llama {
         let mask = self.causal_mask(group, t)?;
         let mut x = self.embed.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
         for (i, block) in self.layers.iter().enumerate() {
-            let proj = |target: Target, x: &Tensor| adapters.apply(i, target, x, block.proj[target.index()].forward(x)?);
+            let proj = |target: Target, x: &Tensor| adapters.apply(i, target, x, &block.proj[target.index()]);
 
             let xn = rms_norm(&x, &block.input_norm, cfg.rms_norm_eps)?;
             let heads = |y: Tensor, n: usize| y.reshape((b, t, n, cfg.head_dim))?.transpose(1, 2)?.contiguous();
@@ -248,14 +249,13 @@ impl Llama {
             // Query heads are ordered by key/value group, so viewing them as
             // [b, kv, group*t, d] lines each up with its key/value head without copying
             // keys and values `group` times.
-            let q = (q * (1.0 / (cfg.head_dim as f64).sqrt()))?.reshape((b, cfg.num_kv_heads, group * t, cfg.head_dim))?;
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&mask)?;
-            let attn = softmax_last_dim(&scores)?.matmul(&v)?;
+            let q = q.reshape((b, cfg.num_kv_heads, group * t, cfg.head_dim))?;
+            let attn = attention(&q, &k, &v, &mask, 1.0 / (cfg.head_dim as f64).sqrt())?;
             let attn = attn.reshape((b, cfg.num_heads, t, cfg.head_dim))?.transpose(1, 2)?.reshape((b, t, cfg.q_dim()))?;
             x = (x + proj(Target::O, &attn)?)?;
 
             let xn = rms_norm(&x, &block.post_norm, cfg.rms_norm_eps)?;
-            let gated = (candle_nn::ops::silu(&proj(Target::Gate, &xn)?)? * proj(Target::Up, &xn)?)?;
+            let gated = swiglu(&proj(Target::Gate, &xn)?, &proj(Target::Up, &xn)?)?;
             x = (x + proj(Target::Down, &gated)?)?;
         }
         rms_norm(&x, &self.norm, cfg.rms_norm_eps)

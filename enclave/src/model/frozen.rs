@@ -49,8 +49,8 @@ impl FrozenLinear {
     /// Applies the layer to `x` of shape `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
-        let (out_dim, in_dim) = self.weight.dims2()?;
-        let Some((&last, lead)) = dims.split_last() else {
+        let (_, in_dim) = self.weight.dims2()?;
+        let Some(&last) = dims.last() else {
             return Err(ModelError::BadInput { field: "x", reason: "a scalar cannot go through a linear layer".into() });
         };
         if last != in_dim {
@@ -59,12 +59,9 @@ impl FrozenLinear {
                 reason: format!("last dimension {last} does not match the layer's input width {in_dim}"),
             });
         }
-        let rows: usize = lead.iter().product();
-        let x2 = x.contiguous()?.reshape((rows, in_dim))?;
-        let y = x2.apply_op1(FrozenMatmul { weight: self.weight.clone() })?;
-        let mut out_shape = lead.to_vec();
-        out_shape.push(out_dim);
-        let y = y.reshape(out_shape)?;
+        // One graph node: the op reads `[..., in]` as rows itself, where reshapes
+        // around it would add two nodes (each a gradient buffer) per layer.
+        let y = x.contiguous()?.apply_op1(FrozenMatmul { weight: self.weight.clone() })?;
         match &self.bias {
             Some(b) => Ok(y.broadcast_add(b)?),
             None => Ok(y),
@@ -72,21 +69,37 @@ impl FrozenLinear {
     }
 }
 
-/// The custom op behind [`FrozenLinear`]: `[m, k] → [m, n]` with a captured `[n, k]` weight.
+/// `∂L/∂x = ∂L/∂y · W` for `y = x · Wᵀ`, with `x` of shape `x_dims` (`[..., in]`).
+pub(crate) fn input_gradient(weight: &Tensor, grad_y: &Tensor, x_dims: &[usize]) -> candle_core::Result<Tensor> {
+    let n = weight.dim(0)?;
+    let rows = grad_y.elem_count() / n.max(1);
+    grad_y.reshape((rows, n))?.matmul(weight)?.reshape(x_dims)
+}
+
+/// The custom op behind [`FrozenLinear`]: `[..., k] → [..., n]` (contiguous input)
+/// with a captured `[n, k]` weight.
 struct FrozenMatmul {
     weight: Tensor,
 }
 
 impl FrozenMatmul {
     fn fwd<S: BackendStorage>(&self, x: &S, xl: &Layout, w: &S, wl: &Layout) -> candle_core::Result<(S, Shape)> {
-        let (m, k) = xl.shape().dims2()?;
+        let Some((&k, lead)) = xl.dims().split_last() else { candle_core::bail!("frozen-matmul: a scalar input") };
         let (n, k_w) = wl.shape().dims2()?;
         if k != k_w {
             candle_core::bail!("frozen-matmul: input width {k} but weight is [{n}, {k_w}]");
         }
-        // The same call, with the same layouts, as `x.matmul(&w.t())`: bit-identical output.
-        let out = x.matmul(w, (1, m, n, k), xl, &wl.transpose(0, 1)?)?;
-        Ok((out, Shape::from((m, n))))
+        if !xl.is_contiguous() {
+            candle_core::bail!("frozen-matmul: the input is not contiguous");
+        }
+        let m = lead.iter().product();
+        // The same call, with the same layouts, as `x.matmul(&w.t())` on the rows:
+        // bit-identical output.
+        let rows = Layout::contiguous_with_offset((m, k), xl.start_offset());
+        let out = x.matmul(w, (1, m, n, k), &rows, &wl.transpose(0, 1)?)?;
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        Ok((out, Shape::from(shape)))
     }
 }
 
@@ -111,7 +124,7 @@ impl CustomOp1 for FrozenMatmul {
         }
     }
 
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_y.matmul(&self.weight)?))
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(input_gradient(&self.weight, grad_y, x.dims())?))
     }
 }

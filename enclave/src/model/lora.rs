@@ -12,6 +12,8 @@
 //! every example in slice `i` of the copies' gradient ([`PerExampleLora::gradients`]).
 
 use super::config::Config;
+use super::frozen::FrozenLinear;
+use super::fused::per_example_lora;
 use super::{ModelError, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -343,15 +345,15 @@ pub enum Adapters<'a> {
 }
 
 impl Adapters<'_> {
-    /// `base + (α/r) · B A x` for one layer, with `x: [batch, seq, in]` and
-    /// `base: [batch, seq, out]`.
-    pub(crate) fn apply(&self, layer: usize, target: Target, x: &Tensor, base: Tensor) -> Result<Tensor> {
+    /// `linear(x) + (α/r) · B A x` for one layer, with `x: [batch, seq, in]`.
+    pub(crate) fn apply(&self, layer: usize, target: Target, x: &Tensor, linear: &FrozenLinear) -> Result<Tensor> {
         let (b, t, in_dim) = x.dims3()?;
         match *self {
-            Adapters::None => Ok(base),
+            Adapters::None => linear.forward(x),
             Adapters::Shared(p) => match p.factors(layer, target) {
-                None => Ok(base),
+                None => linear.forward(x),
                 Some((a, bb)) => {
+                    let base = linear.forward(x)?;
                     // Scaling the rank-r intermediate is cheaper than scaling the output.
                     let h = (x.reshape((b * t, in_dim))?.matmul(&a.t()?)? * p.config.scale())?;
                     let d = h.matmul(&bb.t()?)?.reshape(base.shape())?;
@@ -359,7 +361,7 @@ impl Adapters<'_> {
                 }
             },
             Adapters::PerExample(p) => match p.slots.get(layer, target) {
-                None => Ok(base),
+                None => linear.forward(x),
                 Some(i) => {
                     if b != p.batch {
                         return Err(ModelError::BadInput {
@@ -367,9 +369,7 @@ impl Adapters<'_> {
                             reason: format!("{b} examples but the per-example adapters were made for {}", p.batch),
                         });
                     }
-                    let (a, bb) = (p.copies[i].as_tensor(), p.copies[i + 1].as_tensor());
-                    let h = (x.matmul(&a.t()?)? * p.scale)?;
-                    Ok((base + h.matmul(&bb.t()?)?)?)
+                    per_example_lora(x, linear, p.copies[i].as_tensor(), p.copies[i + 1].as_tensor(), p.scale)
                 }
             },
         }

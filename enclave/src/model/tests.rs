@@ -687,16 +687,6 @@ fn fused_head_nll_matches_log_softmax_and_finite_differences() {
 }
 
 #[test]
-fn fused_softmax_matches_its_composition_and_finite_differences() {
-    let mut rng = ChaCha20Rng::seed_from_u64(23);
-    let x = uniform(&mut rng, &[2, 3, 7, 7], -3.0, 3.0);
-    let c = uniform(&mut rng, &[2, 3, 7, 7], -1.0, 1.0);
-    let composed = |x: &Tensor| candle_nn::ops::softmax(x, candle_core::D::Minus1).unwrap();
-    let fused = |x: &Tensor| super::fused::softmax_last_dim(x).unwrap();
-    assert_fused_matches(&x, &c, composed, fused, |_| 1e-12);
-}
-
-#[test]
 fn fused_rope_matches_its_composition_and_finite_differences() {
     let mut rng = ChaCha20Rng::seed_from_u64(24);
     let (t, d) = (6, 8);
@@ -707,4 +697,75 @@ fn fused_rope_matches_its_composition_and_finite_differences() {
     let composed = |x: &Tensor| candle_nn::rotary_emb::rope_slow(x, &cos, &sin).unwrap();
     let fused = |x: &Tensor| super::fused::rope(x, &cos, &sin).unwrap();
     assert_fused_matches(&x, &c, composed, fused, |_| 1e-12);
+}
+
+#[test]
+fn fused_swiglu_matches_its_composition_and_finite_differences() {
+    let mut rng = ChaCha20Rng::seed_from_u64(25);
+    // Gate and up side by side, so one input carries the gradient of both.
+    let x = uniform(&mut rng, &[2, 5, 2 * 12], -4.0, 4.0);
+    let c = uniform(&mut rng, &[2, 5, 12], -1.0, 1.0);
+    let halves = |x: &Tensor| (x.narrow(2, 0, 12).unwrap(), x.narrow(2, 12, 12).unwrap());
+    let composed = |x: &Tensor| {
+        let (g, u) = halves(x);
+        (candle_nn::ops::silu(&g).unwrap() * u).unwrap()
+    };
+    let fused = |x: &Tensor| {
+        let (g, u) = halves(x);
+        super::fused::swiglu(&g, &u).unwrap()
+    };
+    assert_fused_matches(&x, &c, composed, fused, |_| 1e-12);
+}
+
+#[test]
+fn fused_attention_matches_its_composition_and_finite_differences() {
+    let mut rng = ChaCha20Rng::seed_from_u64(26);
+    // Two query heads per key/value head, stacked as rows; q, k and v side by side
+    // along the rows, so one input carries the gradient of all three.
+    let (b, kv, group, t, d) = (2, 2, 2, 5, 4);
+    let rows = group * t;
+    let x = uniform(&mut rng, &[b, kv, rows + 2 * t, d], -1.0, 1.0);
+    let c = uniform(&mut rng, &[b, kv, rows, d], -1.0, 1.0);
+    let mask: Vec<f64> = (0..rows).flat_map(|r| (0..t).map(move |j| if j <= r % t { 0.0 } else { f64::NEG_INFINITY })).collect();
+    let mask = Tensor::from_vec(mask, (rows, t), &Device::Cpu).unwrap();
+    let scale = 0.5;
+    let qkv = |x: &Tensor| (x.narrow(2, 0, rows).unwrap(), x.narrow(2, rows, t).unwrap(), x.narrow(2, rows + t, t).unwrap());
+    let composed = |x: &Tensor| {
+        let (q, k, v) = qkv(x);
+        let scores = ((q * scale).unwrap().matmul(&k.t().unwrap()).unwrap()).broadcast_add(&mask).unwrap();
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1).unwrap().matmul(&v).unwrap()
+    };
+    let fused = |x: &Tensor| {
+        let (q, k, v) = qkv(x);
+        super::fused::attention(&q, &k, &v, &mask, scale).unwrap()
+    };
+    assert_fused_matches(&x, &c, composed, fused, |_| 1e-12);
+}
+
+#[test]
+fn fused_per_example_lora_matches_its_composition_and_finite_differences() {
+    let mut rng = ChaCha20Rng::seed_from_u64(27);
+    let (b, t, d_in, d_out, r) = (3, 4, 6, 5, 2);
+    let linear = FrozenLinear::new(uniform(&mut rng, &[d_out, d_in], -1.0, 1.0), Some(uniform(&mut rng, &[d_out], -1.0, 1.0))).unwrap();
+    // x, the A copies and the B copies flattened into one input, so one gradient covers all three.
+    let sizes = [b * t * d_in, b * r * d_in, b * d_out * r];
+    let all = uniform(&mut rng, &[sizes.iter().sum()], -1.0, 1.0);
+    let c = uniform(&mut rng, &[b, t, d_out], -1.0, 1.0);
+    let scale = 1.5;
+    let parts = |all: &Tensor| {
+        let x = all.narrow(0, 0, sizes[0]).unwrap().reshape((b, t, d_in)).unwrap();
+        let a = all.narrow(0, sizes[0], sizes[1]).unwrap().reshape((b, r, d_in)).unwrap();
+        let bb = all.narrow(0, sizes[0] + sizes[1], sizes[2]).unwrap().reshape((b, d_out, r)).unwrap();
+        (x, a, bb)
+    };
+    let composed = |all: &Tensor| {
+        let (x, a, bb) = parts(all);
+        let h = (x.matmul(&a.t().unwrap()).unwrap() * scale).unwrap();
+        (linear.forward(&x).unwrap() + h.matmul(&bb.t().unwrap()).unwrap()).unwrap()
+    };
+    let fused = |all: &Tensor| {
+        let (x, a, bb) = parts(all);
+        super::fused::per_example_lora(&x, &linear, &a, &bb, scale).unwrap()
+    };
+    assert_fused_matches(&all, &c, composed, fused, |_| 1e-12);
 }

@@ -1,0 +1,361 @@
+//! Fused operations with hand-written backward passes, where composing primitive ops
+//! costs the most: RMSNorm and RoPE (several full-size intermediates per call, all
+//! kept by the autograd graph), the attention core from scores to output (the
+//! `[seq, seq]` scores and probabilities never enter the graph), SwiGLU's
+//! `silu(gate) ⊙ up` (candle's silu backward alone is nine full-size ops), a frozen
+//! linear layer with its per-example LoRA adapter, and the frozen LM head with
+//! cross-entropy (full `[tokens, vocab]` logits and log-probabilities, 2 × 200 MB per
+//! micro-batch at the SmolLM2 shape).
+//!
+//! Each op computes its forward value on detached tensors, with candle's fused
+//! kernels or the row kernels of `fused::rows` (CPU), so no intermediate enters the
+//! graph; it joins the graph through one custom-op node whose backward recomputes
+//! or reuses what it needs. Every node costs candle's backward a zero-filled
+//! gradient buffer and an addition, so fewer, larger nodes are faster as well as
+//! smaller. The LM-head op works through the tokens in chunks, so the logits of at
+//! most [`NLL_CHUNK`] tokens exist at once, forward or backward. Each op is checked
+//! against its primitive-op composition and finite differences (`model::tests`).
+
+mod rows;
+
+use super::frozen::{input_gradient, FrozenLinear};
+use super::Result;
+use rows::Real;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Storage, Tensor, D};
+
+/// Tokens whose logits the fused LM head materialises at once.
+pub const NLL_CHUNK: usize = 256;
+
+type Backward = Box<dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+
+/// A graph node whose value was computed outside the graph: its forward hands
+/// out a copy of `value`, its backward maps (input, output gradient) to the
+/// input gradient.
+struct Fused {
+    name: &'static str,
+    value: Tensor,
+    backward: Backward,
+}
+
+impl Fused {
+    /// Attaches `value` (a function of `input`) to the graph with `backward`.
+    fn attach(name: &'static str, input: &Tensor, value: Tensor, backward: Backward) -> Result<Tensor> {
+        let value = value.contiguous()?;
+        Ok(input.apply_op1(Fused { name, value, backward })?)
+    }
+
+}
+
+/// A copy of a precomputed value's buffer on the CPU, as a custom op's forward output.
+fn cpu_value(name: &str, value: &Tensor) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (storage, layout) = value.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(s) => copy_value(name, s, layout),
+        _ => candle_core::bail!("{name}: the value is not on the CPU"),
+    }
+}
+
+/// The same on the GPU.
+fn cuda_value(name: &str, value: &Tensor) -> candle_core::Result<(CudaStorage, Shape)> {
+    let (storage, layout) = value.storage_and_layout();
+    match &*storage {
+        Storage::Cuda(s) => copy_value(name, s, layout),
+        _ => candle_core::bail!("{name}: the value is not on the GPU"),
+    }
+}
+
+fn copy_value<S: BackendStorage>(name: &str, storage: &S, layout: &Layout) -> candle_core::Result<(S, Shape)> {
+    // A backend clones the whole buffer: the value must be all of it.
+    if layout.start_offset() != 0 || !layout.is_contiguous() {
+        candle_core::bail!("{name}: the value is a view, not a buffer of its own");
+    }
+    Ok((storage.try_clone(layout)?, layout.shape().clone()))
+}
+
+impl CustomOp1 for Fused {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        cpu_value(self.name, &self.value)
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        cuda_value(self.name, &self.value)
+    }
+
+    fn bwd(&self, input: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some((self.backward)(&input.detach(), &grad.detach())?))
+    }
+}
+
+/// `1 / sqrt(mean(x²) + eps)` over the last dimension, keeping it.
+fn inv_rms(x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()
+}
+
+/// Whether the row kernels serve this tensor (CPU, f32 or f64).
+fn on_rows(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// Runs the row kernel `f32_kernel` or `f64_kernel` by the tensor's type.
+macro_rules! by_dtype {
+    ($t:expr, $kernel:ident) => {
+        match $t.dtype() {
+            DType::F32 => $kernel::<f32>,
+            _ => $kernel::<f64>,
+        }
+    };
+}
+
+/// RMSNorm `x / sqrt(mean(x²) + eps) · w` over the last dimension, with `w` frozen:
+/// the gradient flows to `x` only.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let weight = weight.detach().contiguous()?;
+    let xd = x.detach().contiguous()?;
+    let (value, r) = if on_rows(&xd) {
+        by_dtype!(xd, rms_norm_rows)(&xd, &weight, eps)?
+    } else {
+        (candle_nn::ops::rms_norm(&xd, &weight, eps as f32)?, inv_rms(&xd, eps)?)
+    };
+    let backward: Backward = Box::new(move |x, grad| {
+        if on_rows(x) {
+            return by_dtype!(x, rms_norm_backward_rows)(x, &grad.contiguous()?, &weight, &r);
+        }
+        // With g' = g ⊙ w: dx = r · g' − x · r³ · mean(g' ⊙ x), r = 1/rms kept from forward.
+        let gw = grad.broadcast_mul(&weight)?;
+        let along = ((&gw * x)?.mean_keepdim(D::Minus1)? * r.sqr()?)?;
+        (gw - x.broadcast_mul(&along)?)?.broadcast_mul(&r)
+    });
+    Fused::attach("fused-rms-norm", x, value, backward)
+}
+
+fn rms_norm_rows<T: Real>(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<(Tensor, Tensor)> {
+    let d = x.dim(D::Minus1)?;
+    let (y, r) = rows::with_slice::<T, _>(x, |xs| rows::with_slice::<T, _>(weight, |w| rows::rms_norm(xs, w, eps, d)))??;
+    let mut r_shape = x.dims().to_vec();
+    *r_shape.last_mut().expect("a row dimension") = 1;
+    Ok((rows::tensor(y, x.dims())?, rows::tensor(r, &r_shape)?))
+}
+
+fn rms_norm_backward_rows<T: Real>(x: &Tensor, grad: &Tensor, weight: &Tensor, r: &Tensor) -> candle_core::Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let dx = rows::with_slice::<T, _>(x, |xs| {
+        rows::with_slice::<T, _>(grad, |g| {
+            rows::with_slice::<T, _>(weight, |w| rows::with_slice::<T, _>(r, |r| rows::rms_norm_backward(xs, g, w, r, d)))
+        })
+    })????;
+    rows::tensor(dx, x.dims())
+}
+
+/// The three input gradients of an op from its output gradient.
+type Backward3 = Box<dyn Fn(&Tensor) -> candle_core::Result<[Tensor; 3]> + Send + Sync>;
+
+/// [`Fused`] for an op of three inputs.
+struct Fused3 {
+    name: &'static str,
+    value: Tensor,
+    backward: Backward3,
+}
+
+impl CustomOp3 for Fused3 {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        cpu_value(self.name, &self.value)
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        cuda_value(self.name, &self.value)
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [a, b, c] = (self.backward)(&grad.detach())?;
+        Ok((Some(a), Some(b), Some(c)))
+    }
+}
+
+/// The attention core `softmax(q · kᵀ · scale + mask) · v` for `q: [batch, kv_heads,
+/// rows, d]` (the query heads of each key/value group stacked as rows), `k`, `v:
+/// [batch, kv_heads, t, d]` and an additive `mask: [rows, t]`, as one graph node: the
+/// `[rows, t]` scores, masked scores and probabilities (the largest activations of a
+/// layer) never enter the graph, where each would cost a gradient buffer.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    let (qd, kd, vd) = (q.detach().contiguous()?, k.detach().contiguous()?, v.detach().contiguous()?);
+    let scores = (qd.matmul(&kd.t()?)? * scale)?.broadcast_add(&mask.detach())?;
+    let p = candle_nn::ops::softmax_last_dim(&scores)?;
+    drop(scores);
+    let value = p.matmul(&vd)?;
+    // With P the probabilities and dO the output gradient: dV = Pᵀ dO, dP = dO Vᵀ,
+    // dS = scale · P ⊙ (dP − Σ dP ⊙ P), dQ = dS K, dK = dSᵀ Q.
+    let backward: Backward3 = Box::new(move |dout| {
+        let dout = dout.contiguous()?;
+        let dv = p.t()?.matmul(&dout)?;
+        let dp = dout.matmul(&vd.t()?)?;
+        let ds = if on_rows(&p) {
+            by_dtype!(p, softmax_backward_rows)(&p, &dp)?
+        } else {
+            let along = (&dp * &p)?.sum_keepdim(D::Minus1)?;
+            (&p * dp.broadcast_sub(&along)?)?
+        };
+        let ds = (ds * scale)?;
+        Ok([ds.matmul(&kd)?, ds.t()?.matmul(&qd)?, dv])
+    });
+    let name = "fused-attention";
+    Ok(q.apply_op3(k, v, Fused3 { name, value: value.contiguous()?, backward })?)
+}
+
+/// A frozen linear layer with a per-example LoRA adapter, `x · Wᵀ (+ b) + scale ·
+/// (x · Aᵢᵀ) · Bᵢᵀ` for `x: [batch, seq, in]`, `a: [batch, r, in]`, `b: [batch, out, r]`
+/// (example `i` through copy `i`), as one graph node: the rank-r intermediate, the
+/// adapter's output and the sum would otherwise each be a node with a gradient buffer.
+pub fn per_example_lora(x: &Tensor, linear: &FrozenLinear, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+    let (xd, ad, bd) = (x.detach().contiguous()?, a.detach().contiguous()?, b.detach().contiguous()?);
+    let h = (xd.matmul(&ad.t()?)? * scale)?;
+    let value = (linear.forward(&xd)? + h.matmul(&bd.t()?)?)?;
+    let weight = linear.weight().clone();
+    // With dY the output gradient and G = scale · dY · Bᵢ: dBᵢ = dYᵀ · H, dAᵢ = Gᵀ · x,
+    // dx = dY · W + G · Aᵢ, where H = scale · x · Aᵢᵀ (kept from the forward pass).
+    let backward: Backward3 = Box::new(move |dy| {
+        let dy = dy.contiguous()?;
+        let g = (dy.matmul(&bd)? * scale)?;
+        let db = dy.t()?.matmul(&h)?;
+        let da = g.t()?.matmul(&xd)?;
+        let dx = (input_gradient(&weight, &dy, xd.dims())? + g.matmul(&ad)?)?;
+        Ok([dx, da, db])
+    });
+    let name = "fused-per-example-lora";
+    Ok(x.apply_op3(a, b, Fused3 { name, value: value.contiguous()?, backward })?)
+}
+
+fn softmax_backward_rows<T: Real>(p: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+    let d = p.dim(D::Minus1)?;
+    let dx = rows::with_slice::<T, _>(p, |ps| rows::with_slice::<T, _>(grad, |g| rows::softmax_backward(ps, g, d)))??;
+    rows::tensor(dx, p.dims())
+}
+
+/// Rotary embedding, halves layout (Hugging Face's `rotate_half`), of
+/// `x: [batch, heads, seq, head_dim]` with `cos`, `sin: [seq, head_dim / 2]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let value = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, cos, sin)?;
+    let (cos, sin) = (cos.detach().contiguous()?, sin.detach().contiguous()?);
+    // y = x ⊙ c + rotate_half(x) ⊙ s, and rotate_half's transpose is −rotate_half:
+    // dx = g ⊙ c − rotate_half(g ⊙ s), with c and s the tables repeated over both halves.
+    let backward: Backward = Box::new(move |_, grad| {
+        if on_rows(grad) {
+            return by_dtype!(grad, rope_backward_rows)(&grad.contiguous()?, &cos, &sin);
+        }
+        let c = Tensor::cat(&[&cos, &cos], D::Minus1)?;
+        let s = Tensor::cat(&[&sin, &sin], D::Minus1)?;
+        let gs = grad.broadcast_mul(&s)?;
+        let half = gs.dim(D::Minus1)? / 2;
+        let rotated = Tensor::cat(&[&gs.narrow(D::Minus1, half, half)?.neg()?, &gs.narrow(D::Minus1, 0, half)?], D::Minus1)?;
+        grad.broadcast_mul(&c)? - rotated
+    });
+    Fused::attach("fused-rope", x, value, backward)
+}
+
+fn rope_backward_rows<T: Real>(grad: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let (seq, d) = (grad.dim(D::Minus2)?, grad.dim(D::Minus1)?);
+    let dx = rows::with_slice::<T, _>(grad, |g| {
+        rows::with_slice::<T, _>(cos, |c| rows::with_slice::<T, _>(sin, |s| rows::rope_backward(g, c, s, seq, d)))
+    })???;
+    rows::tensor(dx, grad.dims())
+}
+
+/// Log-sum-exp of each row of `logits: [n, vocab]`, shape `[n]`.
+fn log_sum_exp(logits: &Tensor) -> candle_core::Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?;
+    (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?.log()? + max)?.squeeze(D::Minus1)
+}
+
+/// The negative log-likelihood of `labels: [n]` (u32) under the logits `hidden · Wᵀ`
+/// of a frozen LM head `W: [vocab, d]`, for `hidden: [n, d]`; shape `[n]`. Equal to
+/// `-log_softmax(hidden · Wᵀ).gather(labels)`, without ever holding more than
+/// [`NLL_CHUNK`] rows of logits.
+pub fn frozen_head_nll(hidden: &Tensor, weight: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let weight = weight.detach();
+    let labels = labels.to_dtype(DType::U32)?.detach();
+    let h = hidden.detach();
+    let n = h.dim(0)?;
+    let (mut nll, mut lse) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(NLL_CHUNK) {
+        let len = NLL_CHUNK.min(n - start);
+        let logits = h.narrow(0, start, len)?.matmul(&weight.t()?)?;
+        let chunk_lse = log_sum_exp(&logits)?;
+        let picked = logits.gather(&labels.narrow(0, start, len)?.unsqueeze(1)?, 1)?.squeeze(1)?;
+        nll.push((&chunk_lse - picked)?);
+        lse.push(chunk_lse);
+    }
+    let value = Tensor::cat(&nll, 0)?;
+    let lse = Tensor::cat(&lse, 0)?;
+    let backward: Backward = Box::new(move |h, grad| {
+        // d nll / d logits = softmax(logits) − onehot(label); then through the head.
+        let mut dh = Vec::new();
+        for start in (0..h.dim(0)?).step_by(NLL_CHUNK) {
+            let len = NLL_CHUNK.min(h.dim(0)? - start);
+            let logits = h.narrow(0, start, len)?.matmul(&weight.t()?)?;
+            let probs = logits.broadcast_sub(&lse.narrow(0, start, len)?.unsqueeze(1)?)?.exp()?;
+            let minus_one = Tensor::full(-1f64, (len, 1), h.device())?.to_dtype(h.dtype())?;
+            let dlogits = probs.scatter_add(&labels.narrow(0, start, len)?.unsqueeze(1)?, &minus_one, 1)?;
+            let dlogits = dlogits.broadcast_mul(&grad.narrow(0, start, len)?.unsqueeze(1)?)?;
+            dh.push(dlogits.matmul(&weight)?);
+        }
+        Tensor::cat(&dh, 0)
+    });
+    Fused::attach("fused-frozen-head-nll", hidden, value, backward)
+}
+
+/// SwiGLU's gating, `silu(gate) ⊙ up` elementwise, for `gate` and `up` of one shape.
+/// On the CPU one pass forward and one backward (one `exp` per element each); on
+/// other devices candle's composition.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if on_rows(gate) {
+        Ok(gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?)
+    } else {
+        Ok((candle_nn::ops::silu(gate)? * up)?)
+    }
+}
+
+struct SwiGlu;
+
+impl SwiGlu {
+    fn backward<T: Real>(g: &Tensor, u: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (dg, du) = rows::with_slice::<T, _>(g, |g| {
+            rows::with_slice::<T, _>(u, |u| rows::with_slice::<T, _>(dy, |dy| rows::swiglu_backward(g, u, dy)))
+        })???;
+        Ok((rows::tensor(dg, g.dims())?, rows::tensor(du, g.dims())?))
+    }
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "fused-swiglu"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, u: &CpuStorage, ul: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        if gl.shape() != ul.shape() {
+            candle_core::bail!("fused-swiglu: gate {:?} and up {:?} differ in shape", gl.shape(), ul.shape());
+        }
+        let out = match (g, u) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(rows::swiglu::<f32>(rows::slice(g, gl)?, rows::slice(u, ul)?)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(rows::swiglu::<f64>(rows::slice(g, gl)?, rows::slice(u, ul)?)),
+            _ => candle_core::bail!("fused-swiglu: gate and up must both be f32 or both f64"),
+        };
+        Ok((out, gl.shape().clone()))
+    }
+
+    fn bwd(&self, g: &Tensor, u: &Tensor, _: &Tensor, dy: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dg, du) = by_dtype!(g, swiglu_backward)(g, u, &dy.contiguous()?)?;
+        Ok((Some(dg), Some(du)))
+    }
+}
+
+fn swiglu_backward<T: Real>(g: &Tensor, u: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    SwiGlu::backward::<T>(g, u, dy)
+}

@@ -1,0 +1,144 @@
+//! The CPU kernels of the fused ops: one pass over each row, reading the tensors'
+//! buffers in place and writing one output buffer, split across the rayon pool.
+//! Arithmetic is in the tensors' own type, with row sums accumulated in f64.
+
+use candle_core::{CpuStorage, Device, Storage, Tensor, WithDType};
+use num_traits::Float;
+use rayon::prelude::*;
+
+/// Elements per rayon task: below this, splitting costs more than it saves.
+const TASK_ELEMENTS: usize = 16 * 1024;
+
+/// The element types the kernels run on.
+pub(super) trait Real: WithDType + Float + Send + Sync {}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// Calls `f` with the elements of a contiguous CPU tensor.
+pub(super) fn with_slice<T: Real, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("a fused CPU kernel got a tensor on another device") };
+    slice(cpu, layout).map(f)
+}
+
+/// The elements of a contiguous layout of `storage`.
+pub(super) fn slice<'a, T: Real>(storage: &'a CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&storage.as_slice::<T>()?[start..end]),
+        None => candle_core::bail!("a fused CPU kernel got a non-contiguous tensor"),
+    }
+}
+
+/// A tensor of `shape` from a buffer the kernels filled.
+pub(super) fn tensor<T: Real>(data: Vec<T>, shape: &[usize]) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(data, shape, &Device::Cpu)
+}
+
+/// Fills `out` (rows of `d`) by `f(row index, output row)`, in parallel tasks of whole rows.
+fn for_rows<T: Real>(out: &mut [T], d: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let rows_per_task = (TASK_ELEMENTS / d.max(1)).max(1);
+    out.par_chunks_mut(rows_per_task * d).enumerate().for_each(|(task, chunk)| {
+        for (i, row) in chunk.chunks_exact_mut(d).enumerate() {
+            f(task * rows_per_task + i, row);
+        }
+    });
+}
+
+fn wide<T: Real>(x: T) -> f64 {
+    WithDType::to_f64(x)
+}
+
+fn narrow<T: Real>(x: f64) -> T {
+    <T as WithDType>::from_f64(x)
+}
+
+fn zeros<T: Real>(n: usize) -> Vec<T> {
+    vec![T::zero(); n]
+}
+
+fn sigmoid<T: Real>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+/// `silu(g) ⊙ u`.
+pub(super) fn swiglu<T: Real>(g: &[T], u: &[T]) -> Vec<T> {
+    let mut y = zeros(g.len());
+    for_rows(&mut y, 1, |i, y| y[0] = g[i] * sigmoid(g[i]) * u[i]);
+    y
+}
+
+/// With s = σ(g): ∂/∂g = dy · u · s · (1 + g · (1 − s)), ∂/∂u = dy · g · s.
+pub(super) fn swiglu_backward<T: Real>(g: &[T], u: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    let (mut dg, mut du) = (zeros(g.len()), zeros(g.len()));
+    dg.par_chunks_mut(TASK_ELEMENTS).zip(du.par_chunks_mut(TASK_ELEMENTS)).enumerate().for_each(|(task, (dg, du))| {
+        let start = task * TASK_ELEMENTS;
+        for (i, (dg, du)) in dg.iter_mut().zip(du).enumerate() {
+            let (g, u, dy) = (g[start + i], u[start + i], dy[start + i]);
+            let s = sigmoid(g);
+            *dg = dy * u * s * (T::one() + g * (T::one() - s));
+            *du = dy * g * s;
+        }
+    });
+    (dg, du)
+}
+
+/// RMSNorm of rows of `d` with weight `w`, and each row's `1 / rms`.
+pub(super) fn rms_norm<T: Real>(x: &[T], w: &[T], eps: f64, d: usize) -> (Vec<T>, Vec<T>) {
+    let r: Vec<T> = x
+        .par_chunks(d)
+        .with_min_len((TASK_ELEMENTS / d.max(1)).max(1))
+        .map(|xr| narrow::<T>(1.0 / (xr.iter().map(|&x| wide(x) * wide(x)).sum::<f64>() / d as f64 + eps).sqrt()))
+        .collect();
+    let mut y = zeros(x.len());
+    for_rows(&mut y, d, |row, y| {
+        for ((y, &x), &w) in y.iter_mut().zip(&x[row * d..(row + 1) * d]).zip(w) {
+            *y = x * r[row] * w;
+        }
+    });
+    (y, r)
+}
+
+/// With g' = g ⊙ w and r = 1/rms: dx = r · g' − x · r³ · mean(g' ⊙ x).
+pub(super) fn rms_norm_backward<T: Real>(x: &[T], g: &[T], w: &[T], r: &[T], d: usize) -> Vec<T> {
+    let mut dx = zeros(x.len());
+    for_rows(&mut dx, d, |row, dx| {
+        let (xr, gr, r) = (&x[row * d..(row + 1) * d], &g[row * d..(row + 1) * d], wide(r[row]));
+        let dot: f64 = xr.iter().zip(gr).zip(w).map(|((&x, &g), &w)| wide(x) * wide(g) * wide(w)).sum();
+        let (r, c) = (narrow::<T>(r), narrow::<T>(r * r * r * dot / d as f64));
+        for (((dx, &x), &g), &w) in dx.iter_mut().zip(xr).zip(gr).zip(w) {
+            *dx = r * g * w - c * x;
+        }
+    });
+    dx
+}
+
+/// The softmax Jacobian applied to `g`, row by row: dx = p ⊙ (g − Σ g ⊙ p).
+pub(super) fn softmax_backward<T: Real>(p: &[T], g: &[T], d: usize) -> Vec<T> {
+    let mut dx = zeros(p.len());
+    for_rows(&mut dx, d, |row, dx| {
+        let (pr, gr) = (&p[row * d..(row + 1) * d], &g[row * d..(row + 1) * d]);
+        let along = narrow::<T>(pr.iter().zip(gr).map(|(&p, &g)| wide(p) * wide(g)).sum::<f64>());
+        for ((dx, &p), &g) in dx.iter_mut().zip(pr).zip(gr) {
+            *dx = p * (g - along);
+        }
+    });
+    dx
+}
+
+/// The RoPE input gradient (halves layout) for rows of `d` at positions
+/// `row % seq`, with `cos`, `sin: [seq, d / 2]`: for j < d/2,
+/// dx[j] = g[j] cos[j] + g[j + d/2] sin[j] and dx[j + d/2] = g[j + d/2] cos[j] − g[j] sin[j].
+pub(super) fn rope_backward<T: Real>(g: &[T], cos: &[T], sin: &[T], seq: usize, d: usize) -> Vec<T> {
+    let half = d / 2;
+    let mut dx = zeros(g.len());
+    for_rows(&mut dx, d, |row, dx| {
+        let gr = &g[row * d..(row + 1) * d];
+        let at = (row % seq) * half;
+        let (c, s) = (&cos[at..at + half], &sin[at..at + half]);
+        for j in 0..half {
+            dx[j] = gr[j] * c[j] + gr[j + half] * s[j];
+            dx[j + half] = gr[j + half] * c[j] - gr[j] * s[j];
+        }
+    });
+    dx
+}
