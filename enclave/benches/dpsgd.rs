@@ -138,6 +138,8 @@ fn child(shape: &Shape, dp: bool) {
 }
 
 fn main() {
+    // The thread settings the enclave runs with.
+    sealtune_enclave::model::settle_thread_settings();
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--child") {
         let shape = shapes().into_iter().find(|s| s.name == args[pos + 1]).unwrap();

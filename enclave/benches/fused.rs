@@ -13,7 +13,7 @@ mod common;
 use common::{median, peak_rss_mb};
 use candle_core::{DType, Device, Tensor, Var, D};
 use sealtune_enclave::model::frozen::FrozenLinear;
-use sealtune_enclave::model::fused::{attention, frozen_head_nll, per_example_lora, rms_norm, rope, swiglu};
+use sealtune_enclave::model::fused::{causal_attention, frozen_head_nll, per_example_lora, rms_norm, rope, swiglu};
 use std::process::Command;
 use std::time::Instant;
 
@@ -79,7 +79,7 @@ fn child(op: &str, fused: bool) {
             if fused {
                 time(&x, |x| {
                     let (q, k, v) = qkv(x);
-                    attention(&q, &k, &v, &mask, scale).unwrap()
+                    causal_attention(&q, &k, &v, scale).unwrap()
                 })
             } else {
                 time(&x, |x| {
@@ -136,6 +136,8 @@ fn child(op: &str, fused: bool) {
 }
 
 fn main() {
+    // The thread settings the enclave runs with.
+    sealtune_enclave::model::settle_thread_settings();
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--child") {
         child(&args[pos + 1], args[pos + 2] == "fused");

@@ -28,7 +28,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    sealtune_enclave::model::settle_thread_count();
+    sealtune_enclave::model::settle_thread_settings();
     let result = match Cli::parse().command {
         Command::Measurement => sealtune_enclave::measurement::own_measurement()
             .map(|m| println!("{}", hex::encode(m)))

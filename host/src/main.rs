@@ -94,7 +94,7 @@ fn run(command: Command) -> Outcome {
 }
 
 fn main() -> ExitCode {
-    sealtune_enclave::model::settle_thread_count();
+    sealtune_enclave::model::settle_thread_settings();
     let cli = Cli::parse();
     // Logs (the store's and the relay's) go to standard error; results to standard output.
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();

@@ -17,7 +17,7 @@ use super::load::Weights;
 use super::lora::{Adapters, LoraParams, Target};
 use super::{ModelError, Result};
 use candle_core::{DType, Device, Tensor};
-use super::fused::{attention, frozen_head_nll, rms_norm, rope, swiglu};
+use super::fused::{causal_attention, frozen_head_nll, rms_norm, rope, swiglu};
 
 /// A batch of token sequences for next-token prediction, padded on the right to a fixed
 /// length, with a mask over the predicted positions.
@@ -214,15 +214,6 @@ impl Llama {
         ))
     }
 
-    /// The additive causal mask for `group` query heads sharing a key/value head, stacked
-    /// along the rows: `[group * t, t]`, 0 where row `r` may attend to column `c ≤ r mod t`.
-    fn causal_mask(&self, group: usize, t: usize) -> Result<Tensor> {
-        let mask: Vec<f32> = (0..group * t)
-            .flat_map(|r| (0..t).map(move |c| if c <= r % t { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
-        Ok(Tensor::from_vec(mask, (group * t, t), self.device())?.to_dtype(self.dtype())?)
-    }
-
     /// The final-norm hidden states, `[batch, seq, hidden]`, of `input_ids: [batch, seq]`.
     pub fn hidden(&self, input_ids: &Tensor, adapters: Adapters<'_>) -> Result<Tensor> {
         let cfg = &self.config;
@@ -236,7 +227,6 @@ impl Llama {
         }
         let (cos, sin) = self.rope_tables(t)?;
         let group = cfg.num_heads / cfg.num_kv_heads;
-        let mask = self.causal_mask(group, t)?;
         let mut x = self.embed.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, cfg.hidden_size))?;
         for (i, block) in self.layers.iter().enumerate() {
             let proj = |target: Target, x: &Tensor| adapters.apply(i, target, x, &block.proj[target.index()]);
@@ -250,7 +240,7 @@ impl Llama {
             // [b, kv, group*t, d] lines each up with its key/value head without copying
             // keys and values `group` times.
             let q = q.reshape((b, cfg.num_kv_heads, group * t, cfg.head_dim))?;
-            let attn = attention(&q, &k, &v, &mask, 1.0 / (cfg.head_dim as f64).sqrt())?;
+            let attn = causal_attention(&q, &k, &v, 1.0 / (cfg.head_dim as f64).sqrt())?;
             let attn = attn.reshape((b, cfg.num_heads, t, cfg.head_dim))?.transpose(1, 2)?.reshape((b, t, cfg.q_dim()))?;
             x = (x + proj(Target::O, &attn)?)?;
 

@@ -718,7 +718,7 @@ fn fused_swiglu_matches_its_composition_and_finite_differences() {
 }
 
 #[test]
-fn fused_attention_matches_its_composition_and_finite_differences() {
+fn fused_causal_attention_matches_its_composition_and_finite_differences() {
     let mut rng = ChaCha20Rng::seed_from_u64(26);
     // Two query heads per key/value head, stacked as rows; q, k and v side by side
     // along the rows, so one input carries the gradient of all three.
@@ -737,7 +737,7 @@ fn fused_attention_matches_its_composition_and_finite_differences() {
     };
     let fused = |x: &Tensor| {
         let (q, k, v) = qkv(x);
-        super::fused::attention(&q, &k, &v, &mask, scale).unwrap()
+        super::fused::causal_attention(&q, &k, &v, scale).unwrap()
     };
     assert_fused_matches(&x, &c, composed, fused, |_| 1e-12);
 }

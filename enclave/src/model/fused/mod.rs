@@ -180,16 +180,24 @@ impl CustomOp3 for Fused3 {
     }
 }
 
-/// The attention core `softmax(q · kᵀ · scale + mask) · v` for `q: [batch, kv_heads,
-/// rows, d]` (the query heads of each key/value group stacked as rows), `k`, `v:
-/// [batch, kv_heads, t, d]` and an additive `mask: [rows, t]`, as one graph node: the
-/// `[rows, t]` scores, masked scores and probabilities (the largest activations of a
-/// layer) never enter the graph, where each would cost a gradient buffer.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+/// The causal attention core `softmax(q · kᵀ · scale + causal mask) · v` for `q:
+/// [batch, kv_heads, rows, d]` (the query heads of each key/value group stacked as
+/// rows, `rows` a multiple of `t`, row `r` the query at position `r % t`) and `k`, `v:
+/// [batch, kv_heads, t, d]`, as one graph node: the `[rows, t]` scores and probabilities
+/// (the largest activations of a layer) never enter the graph, where each would cost a
+/// gradient buffer. On the CPU the scaling, mask and softmax are one pass over the
+/// unmasked half of each row.
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     let (qd, kd, vd) = (q.detach().contiguous()?, k.detach().contiguous()?, v.detach().contiguous()?);
-    let scores = (qd.matmul(&kd.t()?)? * scale)?.broadcast_add(&mask.detach())?;
-    let p = candle_nn::ops::softmax_last_dim(&scores)?;
-    drop(scores);
+    let scores = qd.matmul(&kd.t()?)?;
+    let p = if on_rows(&scores) {
+        by_dtype!(scores, causal_softmax_rows)(&scores, scale)?
+    } else {
+        let (rows, t) = (scores.dim(D::Minus2)?, scores.dim(D::Minus1)?);
+        let mask: Vec<f32> = (0..rows).flat_map(|r| (0..t).map(move |c| if c <= r % t { 0.0 } else { f32::NEG_INFINITY })).collect();
+        let mask = Tensor::from_vec(mask, (rows, t), scores.device())?.to_dtype(scores.dtype())?;
+        candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(&mask)?)?
+    };
     let value = p.matmul(&vd)?;
     // With P the probabilities and dO the output gradient: dV = Pᵀ dO, dP = dO Vᵀ,
     // dS = scale · P ⊙ (dP − Σ dP ⊙ P), dQ = dS K, dK = dSᵀ Q.
@@ -206,8 +214,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) 
         let ds = (ds * scale)?;
         Ok([ds.matmul(&kd)?, ds.t()?.matmul(&qd)?, dv])
     });
-    let name = "fused-attention";
+    let name = "fused-causal-attention";
     Ok(q.apply_op3(k, v, Fused3 { name, value: value.contiguous()?, backward })?)
+}
+
+fn causal_softmax_rows<T: Real>(scores: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    let t = scores.dim(D::Minus1)?;
+    let p = rows::with_slice::<T, _>(scores, |s| rows::causal_softmax(s, t, scale))?;
+    rows::tensor(p, scores.dims())
 }
 
 /// A frozen linear layer with a per-example LoRA adapter, `x · Wᵀ (+ b) + scale ·
@@ -281,15 +295,30 @@ fn log_sum_exp(logits: &Tensor) -> candle_core::Result<Tensor> {
 pub fn frozen_head_nll(hidden: &Tensor, weight: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let weight = weight.detach();
     let labels = labels.to_dtype(DType::U32)?.detach();
+    let vocab = weight.dim(0)?;
+    let label_list = labels.to_vec1::<u32>()?;
+    if let Some(bad) = label_list.iter().find(|&&l| l as usize >= vocab) {
+        return Err(super::ModelError::BadInput { field: "labels", reason: format!("token {bad} is outside the vocabulary of {vocab}") });
+    }
     let h = hidden.detach();
     let n = h.dim(0)?;
+    let chunks = move || (0..n).step_by(NLL_CHUNK).map(move |start| (start, NLL_CHUNK.min(n - start)));
+    let logits_of = {
+        let weight = weight.clone();
+        move |h: &Tensor, start: usize, len: usize| h.narrow(0, start, len)?.matmul(&weight.t()?)
+    };
     let (mut nll, mut lse) = (Vec::new(), Vec::new());
-    for start in (0..n).step_by(NLL_CHUNK) {
-        let len = NLL_CHUNK.min(n - start);
-        let logits = h.narrow(0, start, len)?.matmul(&weight.t()?)?;
-        let chunk_lse = log_sum_exp(&logits)?;
-        let picked = logits.gather(&labels.narrow(0, start, len)?.unsqueeze(1)?, 1)?.squeeze(1)?;
-        nll.push((&chunk_lse - picked)?);
+    for (start, len) in chunks() {
+        let logits = logits_of(&h, start, len)?;
+        let chunk_labels = &label_list[start..start + len];
+        let (chunk_nll, chunk_lse) = if on_rows(&logits) {
+            by_dtype!(logits, nll_rows)(&logits, chunk_labels)?
+        } else {
+            let chunk_lse = log_sum_exp(&logits)?;
+            let picked = logits.gather(&labels.narrow(0, start, len)?.unsqueeze(1)?, 1)?.squeeze(1)?;
+            ((&chunk_lse - picked)?, chunk_lse)
+        };
+        nll.push(chunk_nll);
         lse.push(chunk_lse);
     }
     let value = Tensor::cat(&nll, 0)?;
@@ -297,18 +326,36 @@ pub fn frozen_head_nll(hidden: &Tensor, weight: &Tensor, labels: &Tensor) -> Res
     let backward: Backward = Box::new(move |h, grad| {
         // d nll / d logits = softmax(logits) − onehot(label); then through the head.
         let mut dh = Vec::new();
-        for start in (0..h.dim(0)?).step_by(NLL_CHUNK) {
-            let len = NLL_CHUNK.min(h.dim(0)? - start);
-            let logits = h.narrow(0, start, len)?.matmul(&weight.t()?)?;
-            let probs = logits.broadcast_sub(&lse.narrow(0, start, len)?.unsqueeze(1)?)?.exp()?;
-            let minus_one = Tensor::full(-1f64, (len, 1), h.device())?.to_dtype(h.dtype())?;
-            let dlogits = probs.scatter_add(&labels.narrow(0, start, len)?.unsqueeze(1)?, &minus_one, 1)?;
-            let dlogits = dlogits.broadcast_mul(&grad.narrow(0, start, len)?.unsqueeze(1)?)?;
+        for (start, len) in chunks() {
+            let logits = logits_of(h, start, len)?;
+            let (chunk_lse, chunk_grad) = (lse.narrow(0, start, len)?, grad.narrow(0, start, len)?.contiguous()?);
+            let dlogits = if on_rows(&logits) {
+                by_dtype!(logits, nll_backward_rows)(&logits, &chunk_lse, &label_list[start..start + len], &chunk_grad)?
+            } else {
+                let probs = logits.broadcast_sub(&chunk_lse.unsqueeze(1)?)?.exp()?;
+                let minus_one = Tensor::full(-1f64, (len, 1), h.device())?.to_dtype(h.dtype())?;
+                let dlogits = probs.scatter_add(&labels.narrow(0, start, len)?.unsqueeze(1)?, &minus_one, 1)?;
+                dlogits.broadcast_mul(&chunk_grad.unsqueeze(1)?)?
+            };
             dh.push(dlogits.matmul(&weight)?);
         }
         Tensor::cat(&dh, 0)
     });
     Fused::attach("fused-frozen-head-nll", hidden, value, backward)
+}
+
+fn nll_rows<T: Real>(logits: &Tensor, labels: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
+    let vocab = logits.dim(1)?;
+    let (nll, lse) = rows::with_slice::<T, _>(logits, |l| rows::nll(l, labels, vocab))?;
+    Ok((rows::tensor(nll, &[labels.len()])?, rows::tensor(lse, &[labels.len()])?))
+}
+
+fn nll_backward_rows<T: Real>(logits: &Tensor, lse: &Tensor, labels: &[u32], grad: &Tensor) -> candle_core::Result<Tensor> {
+    let vocab = logits.dim(1)?;
+    let d = rows::with_slice::<T, _>(logits, |l| {
+        rows::with_slice::<T, _>(lse, |lse| rows::with_slice::<T, _>(grad, |g| rows::nll_backward(l, lse, labels, g, vocab)))
+    })???;
+    rows::tensor(d, logits.dims())
 }
 
 /// SwiGLU's gating, `silu(gate) ⊙ up` elementwise, for `gate` and `up` of one shape.

@@ -142,3 +142,54 @@ pub(super) fn rope_backward<T: Real>(g: &[T], cos: &[T], sin: &[T], seq: usize, 
     });
     dx
 }
+
+/// Softmax of `scale · s` over rows of `t` under a causal mask: row `r` holds the
+/// scores of the query at position `r % t` (query heads stacked as rows), which sees
+/// columns `0..=r % t`; the columns after it get probability 0.
+pub(super) fn causal_softmax<T: Real>(s: &[T], t: usize, scale: f64) -> Vec<T> {
+    let scale = narrow::<T>(scale);
+    let mut p = zeros(s.len());
+    for_rows(&mut p, t, |row, p| {
+        let seen = row % t + 1;
+        let sr = &s[row * t..row * t + seen];
+        let max = sr.iter().fold(T::neg_infinity(), |m, &x| Float::max(m, x * scale));
+        let mut sum = 0f64;
+        for (p, &x) in p.iter_mut().zip(sr) {
+            *p = (x * scale - max).exp();
+            sum += wide(*p);
+        }
+        let inv = narrow::<T>(1.0 / sum);
+        for p in &mut p[..seen] {
+            *p = *p * inv;
+        }
+    });
+    p
+}
+
+/// For rows of `vocab` logits and one label each: the negative log-likelihood of the
+/// label and the row's log-sum-exp.
+pub(super) fn nll<T: Real>(logits: &[T], labels: &[u32], vocab: usize) -> (Vec<T>, Vec<T>) {
+    let lse: Vec<T> = logits
+        .par_chunks(vocab)
+        .with_min_len((TASK_ELEMENTS / vocab.max(1)).max(1))
+        .map(|row| {
+            let max = row.iter().fold(T::neg_infinity(), |m, &x| Float::max(m, x));
+            let sum: f64 = row.iter().map(|&x| wide((x - max).exp())).sum();
+            narrow::<T>(sum.ln()) + max
+        })
+        .collect();
+    let nll = lse.iter().zip(labels).enumerate().map(|(i, (&lse, &label))| lse - logits[i * vocab + label as usize]).collect();
+    (nll, lse)
+}
+
+/// The logits' gradient of [`nll`] for output gradient `g`: (softmax − onehot(label)) · g.
+pub(super) fn nll_backward<T: Real>(logits: &[T], lse: &[T], labels: &[u32], g: &[T], vocab: usize) -> Vec<T> {
+    let mut d = zeros(logits.len());
+    for_rows(&mut d, vocab, |row, d| {
+        for (d, &x) in d.iter_mut().zip(&logits[row * vocab..(row + 1) * vocab]) {
+            *d = (x - lse[row]).exp() * g[row];
+        }
+        d[labels[row] as usize] = d[labels[row] as usize] - g[row];
+    });
+    d
+}
