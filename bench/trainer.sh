@@ -46,7 +46,7 @@ STEPS = {"tiny": 20, "135m": 3}
 # Both frameworks run with the malloc settings `sealtune host launch` gives the enclave
 # (keep freed memory mapped), so neither pays for re-faulting fresh pages.
 env = dict(os.environ, CANDLE_NUM_THREADS=threads, RAYON_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
-           GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967295")
+           GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1")
 
 def sealtune_run(shape, mode):
     out = subprocess.run([sealtune, "--child", shape, mode], env=env, check=True, capture_output=True, text=True).stdout.split()

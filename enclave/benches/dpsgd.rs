@@ -4,7 +4,8 @@
 //! `cargo bench -p sealtune-enclave --bench dpsgd [-- tiny|135m]`
 //!
 //! Each measurement runs in a child process of its own so that its peak RSS (VmHWM) is
-//! its alone; DP and non-private children alternate, and the medians are reported.
+//! its alone, with the malloc settings the enclave runs with; DP and non-private
+//! children alternate, and the medians are reported.
 
 mod common;
 
@@ -129,8 +130,11 @@ fn child(shape: &Shape, dp: bool) {
         let batch = TokenBatch::new(&records(cfg), SEQ, DType::F32, &Device::Cpu).unwrap();
         for _ in 0..=shape.steps {
             let start = Instant::now();
-            let loss = model.per_example_nll(&batch, Adapters::Shared(&params)).unwrap().mean_all().unwrap();
-            opt.backward_step(&loss).unwrap();
+            // As the DP-SGD engine runs its steps.
+            sealtune_enclave::model::on_compute_pool(|| {
+                let loss = model.per_example_nll(&batch, Adapters::Shared(&params)).unwrap().mean_all().unwrap();
+                opt.backward_step(&loss).unwrap();
+            });
             times.push(start.elapsed().as_secs_f64());
         }
     }
@@ -156,7 +160,11 @@ fn main() {
         let (mut t, mut m) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
         for _round in 0..2 {
             for (k, mode) in ["np", "dp"].iter().enumerate() {
-                let out = Command::new(std::env::current_exe().unwrap()).args(["--child", shape.name, mode]).output().unwrap();
+                let out = Command::new(std::env::current_exe().unwrap())
+                    .args(["--child", shape.name, mode])
+                    .env("GLIBC_TUNABLES", sealtune_enclave::MALLOC_TUNABLES)
+                    .output()
+                    .unwrap();
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 let text = String::from_utf8_lossy(&out.stdout);
                 let mut it = text.split_whitespace().map(|v| v.parse::<f64>().unwrap());

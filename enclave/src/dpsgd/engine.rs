@@ -246,6 +246,10 @@ impl<'m> DpSgd<'m> {
     /// One DP-SGD step: sample, clip, sum, noise, normalise, optimise. The first step
     /// fails closed if any adapter tensor did not change.
     pub(crate) fn step(&mut self, data: &Dataset) -> Result<()> {
+        crate::model::on_compute_pool(|| self.step_on_worker(data))
+    }
+
+    fn step_on_worker(&mut self, data: &Dataset) -> Result<()> {
         let batch = self.sampler.sample(data);
         let sums = self.clipped_sum(data, &batch)?;
         let std = self.config.noise_multiplier * self.config.clip;
