@@ -45,7 +45,9 @@ BATCH = 8
 STEPS = {"tiny": 20, "135m": 3}
 # Both frameworks run with the malloc settings `sealtune host launch` gives the enclave
 # (keep freed memory mapped), so neither pays for re-faulting fresh pages.
-env = dict(os.environ, CANDLE_NUM_THREADS=threads, RAYON_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
+# sealtune's compute threads are rayon's; candle's element-wise pool keeps the
+# enclave's own setting (model::settle_thread_settings).
+env = dict(os.environ, RAYON_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
            GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1")
 
 def sealtune_run(shape, mode):

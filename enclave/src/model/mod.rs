@@ -24,26 +24,22 @@
 //! # let _ = (model, params); Ok(()) }
 //! ```
 
-/// How many times a worker of candle's element-wise thread pool spins between tasks
-/// before it sleeps. candle's default (25 000) keeps a worker spinning through most
-/// of a matmul, on a core the matmul's own threads need: on 2 cores a DP-SGD step
-/// ran 1.17× (tiny shape) and 1.09× (SmolLM2-135M) faster with 1000
-/// (`bench/trainer.sh`).
-pub const POOL_SPIN_LIMIT: u32 = 1000;
-
 /// Fixes the compute thread settings for the rest of the process:
-/// - the thread count, which candle asks for on every matmul and, unless
-///   `RAYON_NUM_THREADS` is set, answers by reading `/proc/cpuinfo` (about 80 reads
-///   per DP-SGD step, 13% of a step at the tiny shape);
-/// - the spin limit of candle's element-wise pool ([`POOL_SPIN_LIMIT`]).
+/// - the compute thread count (`RAYON_NUM_THREADS`: matmuls and the fused ops' row
+///   kernels), which candle asks for on every matmul and otherwise answers by reading
+///   `/proc/cpuinfo` (about 80 reads per DP-SGD step, 13% of a step at the tiny shape);
+/// - one thread for candle's own element-wise pool (`CANDLE_NUM_THREADS`). Its workers
+///   spin-wait between ops; with the fused ops little element-wise work is left to it,
+///   and on 2 cores a DP-SGD step was as fast with 1 as with 2 threads when idle, and
+///   1.45× faster with 1 when another process kept a core busy (tiny shape).
 ///
 /// Call it at the start of `main`, before any thread exists; values the user set are kept.
 pub fn settle_thread_settings() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", candle_core::utils::get_num_threads().to_string());
     }
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", POOL_SPIN_LIMIT.to_string());
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
 
