@@ -101,7 +101,8 @@ fn on_rows(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
-/// Runs the row kernel `f32_kernel` or `f64_kernel` by the tensor's type.
+/// The f32 or f64 instance of a generic row-kernel wrapper, by the tensor's type
+/// (callers have checked [`on_rows`]).
 macro_rules! by_dtype {
     ($t:expr, $kernel:ident) => {
         match $t.dtype() {
@@ -371,15 +372,6 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 struct SwiGlu;
 
-impl SwiGlu {
-    fn backward<T: Real>(g: &Tensor, u: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let (dg, du) = rows::with_slice::<T, _>(g, |g| {
-            rows::with_slice::<T, _>(u, |u| rows::with_slice::<T, _>(dy, |dy| rows::swiglu_backward(g, u, dy)))
-        })???;
-        Ok((rows::tensor(dg, g.dims())?, rows::tensor(du, g.dims())?))
-    }
-}
-
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "fused-swiglu"
@@ -398,11 +390,14 @@ impl CustomOp2 for SwiGlu {
     }
 
     fn bwd(&self, g: &Tensor, u: &Tensor, _: &Tensor, dy: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dg, du) = by_dtype!(g, swiglu_backward)(g, u, &dy.contiguous()?)?;
+        let (dg, du) = by_dtype!(g, swiglu_backward_rows)(g, u, &dy.contiguous()?)?;
         Ok((Some(dg), Some(du)))
     }
 }
 
-fn swiglu_backward<T: Real>(g: &Tensor, u: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-    SwiGlu::backward::<T>(g, u, dy)
+fn swiglu_backward_rows<T: Real>(g: &Tensor, u: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let (dg, du) = rows::with_slice::<T, _>(g, |g| {
+        rows::with_slice::<T, _>(u, |u| rows::with_slice::<T, _>(dy, |dy| rows::swiglu_backward(g, u, dy)))
+    })???;
+    Ok((rows::tensor(dg, g.dims())?, rows::tensor(du, g.dims())?))
 }

@@ -3,14 +3,14 @@
 //! Arithmetic is in the tensors' own type, with row sums accumulated in f64.
 
 use candle_core::{CpuStorage, Device, Storage, Tensor, WithDType};
-use num_traits::Float;
+use num_traits::{Float, NumAssign};
 use rayon::prelude::*;
 
 /// Elements per rayon task: below this, splitting costs more than it saves.
 const TASK_ELEMENTS: usize = 16 * 1024;
 
 /// The element types the kernels run on.
-pub(super) trait Real: WithDType + Float + Send + Sync {}
+pub(super) trait Real: WithDType + Float + NumAssign + Send + Sync {}
 impl Real for f32 {}
 impl Real for f64 {}
 
@@ -63,7 +63,12 @@ fn sigmoid<T: Real>(x: T) -> T {
 /// `silu(g) ⊙ u`.
 pub(super) fn swiglu<T: Real>(g: &[T], u: &[T]) -> Vec<T> {
     let mut y = zeros(g.len());
-    for_rows(&mut y, 1, |i, y| y[0] = g[i] * sigmoid(g[i]) * u[i]);
+    y.par_chunks_mut(TASK_ELEMENTS).enumerate().for_each(|(task, y)| {
+        let start = task * TASK_ELEMENTS;
+        for ((y, &g), &u) in y.iter_mut().zip(&g[start..]).zip(&u[start..]) {
+            *y = g * sigmoid(g) * u;
+        }
+    });
     y
 }
 
@@ -160,7 +165,7 @@ pub(super) fn causal_softmax<T: Real>(s: &[T], t: usize, scale: f64) -> Vec<T> {
         }
         let inv = narrow::<T>(1.0 / sum);
         for p in &mut p[..seen] {
-            *p = *p * inv;
+            *p *= inv;
         }
     });
     p
@@ -189,7 +194,7 @@ pub(super) fn nll_backward<T: Real>(logits: &[T], lse: &[T], labels: &[u32], g: 
         for (d, &x) in d.iter_mut().zip(&logits[row * vocab..(row + 1) * vocab]) {
             *d = (x - lse[row]).exp() * g[row];
         }
-        d[labels[row] as usize] = d[labels[row] as usize] - g[row];
+        d[labels[row] as usize] -= g[row];
     });
     d
 }
