@@ -48,6 +48,9 @@ pub enum VerifyError {
     /// The TD was launched with debugging enabled.
     #[error("the TD has debugging enabled (TD_ATTRIBUTES.DEBUG = 1): the host can read its memory")]
     TdDebugEnabled,
+    /// Another TD attribute makes the TD untrustworthy.
+    #[error("TD attributes refused: {0}")]
+    TdAttributes(&'static str),
     /// The platform TCB is not UpToDate and not every advisory is allow-listed.
     #[error("TDX TCB status is {status} (advisories: {advisories}); the policy accepts UpToDate, or a lower status only when every advisory is in tdx.allowed_advisories")]
     TcbStatus {
@@ -282,7 +285,8 @@ pub fn verify_report(evidence: &Evidence, policy: &Policy, at: OffsetDateTime) -
 /// Order: quote header → PCK chain, QE report and quote signatures,
 /// certificate validity → TD debug → partial collateral allowed? → DCAP
 /// appraisal (collateral signatures, CRLs and freshness, QE identity, TDX
-/// module, TCB level) → TCB status → MRTD allow-list → RTMR allow-lists.
+/// module, TCB level) → other TD attributes → TCB status → MRTD allow-list →
+/// RTMR allow-lists.
 pub fn verify_tdx_report(
     evidence: &Evidence,
     collateral: &TdxCollateral,
@@ -306,6 +310,11 @@ pub fn verify_tdx_report(
         return Err(VerifyError::PartialCollateral);
     }
     let tcb = crate::tdx::appraise(&evidence.report, &quote, &signed, collateral, policy.allow_debug, at)?;
+    // After the appraisal, as in Intel's QVL (dcap-qvl has already checked
+    // these for full collateral; partial collateral relies on this check).
+    if let Some(reason) = td.refused_attribute(policy.allow_debug) {
+        return Err(VerifyError::TdAttributes(reason));
+    }
     let advisories_allowed = !tcb.advisory_ids.is_empty()
         && tcb.advisory_ids.iter().all(|id| tdx_policy.allowed_advisories.iter().any(|a| a.eq_ignore_ascii_case(id)));
     if tcb.status != "UpToDate" && !advisories_allowed {

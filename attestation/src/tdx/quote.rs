@@ -92,6 +92,8 @@ pub struct TdReport {
     /// TEE_TCB_SVN2 of a TD 1.5 report (quote v5): the current TCB, which
     /// differs from the launch TCB after a TD-preserving module update.
     pub tee_tcb_svn2: Option<[u8; 16]>,
+    /// MRSERVICETD of a TD 1.5 report: the service TDs bound to this TD (zero: none).
+    pub mr_service_td: [u8; 48],
 }
 
 impl TdReport {
@@ -103,6 +105,29 @@ impl TdReport {
     /// TD_ATTRIBUTES.SEPT_VE_DISABLE (bit 28).
     pub fn sept_ve_disable(&self) -> bool {
         self.td_attributes[3] & 0x10 != 0
+    }
+
+    /// The first TD attribute that makes the TD untrustworthy, as Intel's QVL
+    /// judges them: profiling (unless `allow_debug`), migration, service-TD
+    /// binding, EPT violations delivered to the TD as #VE, or a reserved bit.
+    /// The DEBUG bit itself is checked on its own, first.
+    pub fn refused_attribute(&self, allow_debug: bool) -> Option<&'static str> {
+        let Ok(attributes) = dcap_qvl::quote::TDAttributes::parse(self.td_attributes) else {
+            return Some("unreadable TD_ATTRIBUTES");
+        };
+        if attributes.tud & 0x70 != 0 && !allow_debug {
+            Some("TD profiling is enabled")
+        } else if attributes.reserved != 0 {
+            Some("reserved TD_ATTRIBUTES bits are set")
+        } else if attributes.sec.migratable {
+            Some("TD migration is enabled (MIGRATABLE)")
+        } else if attributes.sec.servtd_ext || self.mr_service_td != [0; 48] {
+            Some("the TD is bound to service TDs")
+        } else if !attributes.sec.sept_ve_disable {
+            Some("SEPT_VE_DISABLE is not set: EPT violations reach the TD as #VE")
+        } else {
+            None
+        }
     }
 }
 
@@ -162,6 +187,7 @@ impl TdxQuote {
             rtmr: [td.rt_mr0, td.rt_mr1, td.rt_mr2, td.rt_mr3],
             report_data: td.report_data,
             tee_tcb_svn2: quote.report.as_td15().map(|td15| td15.tee_tcb_svn2),
+            mr_service_td: quote.report.as_td15().map_or([0; 48], |td15| td15.mr_service_td),
         };
         let signed = bytes
             .get(..quote.signed_length())
@@ -233,4 +259,46 @@ pub fn mr_config_id_for(manifest_hash: &[u8; 32]) -> [u8; 48] {
     let mut out = [0u8; 48];
     out[..32].copy_from_slice(manifest_hash);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TdReport;
+
+    fn td(attributes: u64) -> TdReport {
+        TdReport {
+            tee_tcb_svn: [0; 16],
+            mr_seam: [0; 48],
+            mr_signer_seam: [0; 48],
+            seam_attributes: [0; 8],
+            td_attributes: attributes.to_le_bytes(),
+            xfam: [0; 8],
+            mr_td: [0; 48],
+            mr_config_id: [0; 48],
+            mr_owner: [0; 48],
+            mr_owner_config: [0; 48],
+            rtmr: [[0; 48]; 4],
+            report_data: [0; 64],
+            tee_tcb_svn2: None,
+            mr_service_td: [0; 48],
+        }
+    }
+
+    const SEPT_VE_DISABLE: u64 = 1 << 28;
+
+    #[test]
+    fn each_untrustworthy_attribute_is_refused_by_name() {
+        assert_eq!(td(SEPT_VE_DISABLE).refused_attribute(false), None);
+        assert!(td(0).refused_attribute(false).unwrap().contains("SEPT_VE_DISABLE"));
+        assert!(td(SEPT_VE_DISABLE | 1 << 29).refused_attribute(false).unwrap().contains("MIGRATABLE"));
+        assert!(td(SEPT_VE_DISABLE | 1 << 17).refused_attribute(false).unwrap().contains("service TDs"));
+        assert!(td(SEPT_VE_DISABLE | 1 << 2).refused_attribute(false).unwrap().contains("reserved"));
+        assert!(td(SEPT_VE_DISABLE | 1 << 40).refused_attribute(false).unwrap().contains("reserved"));
+        // Profiling is a debug feature: refused unless debugging is allowed.
+        assert!(td(SEPT_VE_DISABLE | 1 << 4).refused_attribute(false).unwrap().contains("profiling"));
+        assert_eq!(td(SEPT_VE_DISABLE | 1 << 4).refused_attribute(true), None);
+        let mut bound = td(SEPT_VE_DISABLE);
+        bound.mr_service_td[0] = 1;
+        assert!(bound.refused_attribute(false).unwrap().contains("service TDs"));
+    }
 }
