@@ -207,12 +207,11 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
         let dv = p.t()?.matmul(&dout)?;
         let dp = dout.matmul(&vd.t()?)?;
         let ds = if on_rows(&p) {
-            by_dtype!(p, softmax_backward_rows)(&p, &dp)?
+            by_dtype!(p, causal_softmax_backward_rows)(&p, &dp, scale)?
         } else {
             let along = (&dp * &p)?.sum_keepdim(D::Minus1)?;
-            (&p * dp.broadcast_sub(&along)?)?
+            ((&p * dp.broadcast_sub(&along)?)? * scale)?
         };
-        let ds = (ds * scale)?;
         Ok([ds.matmul(&kd)?, ds.t()?.matmul(&qd)?, dv])
     });
     let name = "fused-causal-attention";
@@ -248,9 +247,9 @@ pub fn per_example_lora(x: &Tensor, linear: &FrozenLinear, a: &Tensor, b: &Tenso
     Ok(x.apply_op3(a, b, Fused3 { name, value: value.contiguous()?, backward })?)
 }
 
-fn softmax_backward_rows<T: Real>(p: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
-    let d = p.dim(D::Minus1)?;
-    let dx = rows::with_slice::<T, _>(p, |ps| rows::with_slice::<T, _>(grad, |g| rows::softmax_backward(ps, g, d)))??;
+fn causal_softmax_backward_rows<T: Real>(p: &Tensor, grad: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    let t = p.dim(D::Minus1)?;
+    let dx = rows::with_slice::<T, _>(p, |ps| rows::with_slice::<T, _>(grad, |g| rows::causal_softmax_backward(ps, g, t, scale)))??;
     rows::tensor(dx, p.dims())
 }
 

@@ -117,14 +117,18 @@ pub(super) fn rms_norm_backward<T: Real>(x: &[T], g: &[T], w: &[T], r: &[T], d: 
     dx
 }
 
-/// The softmax Jacobian applied to `g`, row by row: dx = p ⊙ (g − Σ g ⊙ p).
-pub(super) fn softmax_backward<T: Real>(p: &[T], g: &[T], d: usize) -> Vec<T> {
+/// The gradient of the scores under [`causal_softmax`]: with `p` its probabilities
+/// and `g` theirs, `scale · p ⊙ (g − Σ g ⊙ p)` over each row's unmasked columns
+/// (the masked ones have `p = 0`, so their gradient is 0).
+pub(super) fn causal_softmax_backward<T: Real>(p: &[T], g: &[T], t: usize, scale: f64) -> Vec<T> {
+    let scale = narrow::<T>(scale);
     let mut dx = zeros(p.len());
-    for_rows(&mut dx, d, |row, dx| {
-        let (pr, gr) = (&p[row * d..(row + 1) * d], &g[row * d..(row + 1) * d]);
+    for_rows(&mut dx, t, |row, dx| {
+        let seen = row % t + 1;
+        let (pr, gr) = (&p[row * t..row * t + seen], &g[row * t..row * t + seen]);
         let along = narrow::<T>(pr.iter().zip(gr).map(|(&p, &g)| wide(p) * wide(g)).sum::<f64>());
         for ((dx, &p), &g) in dx.iter_mut().zip(pr).zip(gr) {
-            *dx = p * (g - along);
+            *dx = scale * p * (g - along);
         }
     });
     dx
