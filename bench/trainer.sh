@@ -37,18 +37,20 @@ fi
 sealtune=$(cargo bench -p sealtune-enclave --bench dpsgd --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -n 1)
 [ -x "$sealtune" ] || { echo "cannot build the sealtune bench" >&2; exit 1; }
 
-"$venv/bin/python" - "$sealtune" "$venv/bin/python" "$rounds" "$threads" "${shapes[@]}" <<'PY'
+tunables=$("$sealtune" --malloc-tunables)
+
+"$venv/bin/python" - "$sealtune" "$venv/bin/python" "$rounds" "$threads" "$tunables" "${shapes[@]}" <<'PY'
 import json, os, statistics, subprocess, sys
 
-sealtune, python, rounds, threads, shapes = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
+sealtune, python, rounds, threads, tunables, shapes = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6:]
 BATCH = 8
 STEPS = {"tiny": 20, "135m": 3}
 # Both frameworks run with the malloc settings `sealtune host launch` gives the enclave
-# (keep freed memory mapped), so neither pays for re-faulting fresh pages.
+# (sealtune_enclave::MALLOC_TUNABLES: freed memory kept mapped, one arena), so neither
+# pays for re-faulting fresh pages.
 # sealtune's compute threads are rayon's; candle's element-wise pool keeps the
 # enclave's own setting (model::settle_thread_settings).
-env = dict(os.environ, RAYON_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
-           GLIBC_TUNABLES="glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1")
+env = dict(os.environ, RAYON_NUM_THREADS=threads, OMP_NUM_THREADS=threads, GLIBC_TUNABLES=tunables)
 
 def sealtune_run(shape, mode):
     out = subprocess.run([sealtune, "--child", shape, mode], env=env, check=True, capture_output=True, text=True).stdout.split()

@@ -145,6 +145,11 @@ fn main() {
     // The thread settings the enclave runs with.
     sealtune_enclave::model::settle_thread_settings();
     let args: Vec<String> = std::env::args().collect();
+    // For bench/trainer.sh, which runs PyTorch with the same settings.
+    if args.iter().any(|a| a == "--malloc-tunables") {
+        println!("{}", sealtune_enclave::MALLOC_TUNABLES);
+        return;
+    }
     if let Some(pos) = args.iter().position(|a| a == "--child") {
         let shape = shapes().into_iter().find(|s| s.name == args[pos + 1]).unwrap();
         child(&shape, args[pos + 2] == "dp");
