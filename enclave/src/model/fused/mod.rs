@@ -44,7 +44,6 @@ impl Fused {
         let value = value.contiguous()?;
         Ok(input.apply_op1(Fused { name, value, backward })?)
     }
-
 }
 
 /// A copy of a precomputed value's buffer on the CPU, as a custom op's forward output.
