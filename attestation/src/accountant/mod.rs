@@ -15,7 +15,7 @@ mod special;
 use serde::{Deserialize, Serialize};
 
 /// Names this implementation in receipts; bump it when results can change.
-pub const ACCOUNTANT_VERSION: &str = "sealtune-accountant/1";
+pub const ACCOUNTANT_VERSION: &str = "sealtune-accountant/2";
 
 /// A run of steps with the same sampling rate and noise multiplier.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -130,11 +130,15 @@ pub fn epsilon(kind: AccountantKind, segments: &[Segment], delta: f64) -> Result
     let eps = match kind {
         AccountantKind::Rdp => rdp_eps,
         // Both are certified upper bounds, so their minimum is one too. The
-        // RDP value wins only where the PLD's rigorous error budget (or its
-        // grid) cannot resolve δ: extremely low noise or ~10^6 steps.
-        AccountantKind::Pld => pld::epsilon(segments, delta).map_or(rdp_eps, |pld_eps| pld_eps.min(rdp_eps)),
+        // RDP value stands alone only where the PLD cannot certify a value
+        // (its infinite-loss mass exceeds δ, or its grid limits are hit);
+        // a NaN from either side is never taken as the smaller.
+        AccountantKind::Pld => match pld::epsilon(segments, delta) {
+            Ok(pld_eps) if pld_eps >= 0.0 => pld_eps.min(rdp_eps),
+            _ => rdp_eps,
+        },
     };
-    if eps.is_finite() {
+    if eps.is_finite() && eps >= 0.0 {
         Ok(eps)
     } else {
         Err(AccountantError::Unbounded { delta })
@@ -154,13 +158,21 @@ pub fn calibrate_sigma(kind: AccountantKind, q: f64, steps: u64, delta: f64, tar
             Err(e) => Err(e),
         }
     };
-    // Bracket: `hi` meets the target, `lo` does not.
+    // Bracket: `hi` meets the target, `lo` does not. The RDP σ meets it
+    // for both accountants (PLD ≤ RDP), and RDP is cheap to search.
     let mut hi = 1.0;
-    while !within(hi)? {
+    let rdp_within = |sigma: f64| matches!(epsilon(AccountantKind::Rdp, &[Segment { sampling_rate: q, noise_multiplier: sigma, steps }], delta), Ok(e) if e <= target);
+    while !rdp_within(hi) {
         hi *= 2.0;
         if hi > 1e6 {
             return Err(AccountantError::Unreachable(target));
         }
+    }
+    while hi > 1e-6 && rdp_within(hi / 2.0) {
+        hi /= 2.0;
+    }
+    if hi <= 1e-6 {
+        return Ok(hi);
     }
     let mut lo = hi / 2.0;
     while within(lo)? {
