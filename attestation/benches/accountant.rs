@@ -5,6 +5,11 @@
 use sealtune_attestation::accountant::{calibrate_sigma, epsilon, AccountantKind, Segment};
 use std::time::Instant;
 
+// The enclave benches' helpers (peak RSS, median): one copy for the workspace.
+#[path = "../../enclave/benches/common/mod.rs"]
+mod common;
+use common::{median, peak_rss_mb};
+
 fn main() {
     let s = [Segment { sampling_rate: 0.01, noise_multiplier: 1.0, steps: 100_000 }];
     let t = Instant::now();
@@ -19,18 +24,32 @@ fn main() {
     let eps = epsilon(AccountantKind::Pld, &s, 1e-5).unwrap();
     println!("PLD ε, q=0.01 σ=1 T=1e4 δ=1e-5: ε={eps:.4} in {:.3} s", t.elapsed().as_secs_f64());
 
-    // The large-corpus regime and the extreme targets (issue 13): time per
-    // call and the process's peak resident memory so far.
-    for (q, sigma, steps, delta) in [(1e-4, 1.0, 1_000_000u64, 1e-10), (1e-3, 0.8, 1_000_000, 1e-10), (1.0, 1.0, 10_000, 1e-5)] {
-        let t = Instant::now();
-        let eps = epsilon(AccountantKind::Pld, &[Segment { sampling_rate: q, noise_multiplier: sigma, steps }], delta).unwrap();
-        println!("PLD ε, q={q} σ={sigma} T={steps} δ={delta}: ε={eps:.6} in {:.3} s, peak RSS {} MiB", t.elapsed().as_secs_f64(), peak_rss_mib());
+    // The large-corpus regime and the extreme calibration targets: each
+    // case once per round, 5 rounds, so that load on the machine falls on
+    // all cases alike; then min / median / max seconds per case, and the
+    // process's peak resident memory over all of them.
+    let cases: Vec<(String, Box<dyn Fn() -> f64>)> = vec![
+        ("ε q=1e-4 σ=1 T=1e6 δ=1e-10".into(), Box::new(|| pld_epsilon(1e-4, 1.0, 1_000_000, 1e-10))),
+        ("ε q=1e-3 σ=0.8 T=1e6 δ=1e-10".into(), Box::new(|| pld_epsilon(1e-3, 0.8, 1_000_000, 1e-10))),
+        ("ε q=1 σ=1 T=1e4 δ=1e-5".into(), Box::new(|| pld_epsilon(1.0, 1.0, 10_000, 1e-5))),
+        ("σ for ε=50 q=0.123 T=40".into(), Box::new(|| calibrate_sigma(AccountantKind::Pld, 0.123, 40, 9.9e-6, 50.0).unwrap())),
+        ("σ for ε=1e3 q=0.123 T=40".into(), Box::new(|| calibrate_sigma(AccountantKind::Pld, 0.123, 40, 9.9e-6, 1e3).unwrap())),
+        ("σ for ε=1e6 q=0.123 T=40".into(), Box::new(|| calibrate_sigma(AccountantKind::Pld, 0.123, 40, 9.9e-6, 1e6).unwrap())),
+    ];
+    let mut times = vec![Vec::new(); cases.len()];
+    let mut values = vec![0.0; cases.len()];
+    for _ in 0..5 {
+        for (i, (_, run)) in cases.iter().enumerate() {
+            let t = Instant::now();
+            values[i] = std::hint::black_box(run());
+            times[i].push(t.elapsed().as_secs_f64());
+        }
     }
-    for target in [50.0, 1000.0, 1e5, 1e6] {
-        let t = Instant::now();
-        let sigma = calibrate_sigma(AccountantKind::Pld, 0.123, 40, 9.9e-6, target).unwrap();
-        println!("PLD calibration to ε={target} at q=0.123, T=40: σ={sigma:.6} in {:.3} s, peak RSS {} MiB", t.elapsed().as_secs_f64(), peak_rss_mib());
+    for ((name, _), (t, v)) in cases.iter().zip(times.into_iter().zip(values)) {
+        let (min, max) = (t.iter().copied().fold(f64::INFINITY, f64::min), t.iter().copied().fold(0.0, f64::max));
+        println!("PLD {name}: {v:.6}; seconds min {min:.3} median {:.3} max {max:.3}", median(t));
     }
+    println!("peak RSS over all of them: {:.0} MB", peak_rss_mb());
 
     println!("σ needed at q=0.02048, T=488, δ=1e-5:");
     for target in [1.0, 3.0, 8.0] {
@@ -40,10 +59,6 @@ fn main() {
     }
 }
 
-/// VmHWM from /proc/self/status (Linux), in MiB.
-fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .map_or(0, |kib| kib / 1024)
+fn pld_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
+    epsilon(AccountantKind::Pld, &[Segment { sampling_rate: q, noise_multiplier: sigma, steps }], delta).unwrap()
 }

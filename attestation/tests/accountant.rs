@@ -139,8 +139,9 @@ fn extreme_inputs_give_answers_or_clear_errors() {
     // Huge ε: tiny σ and many steps.
     let e = epsilon(AccountantKind::Rdp, &[seg(0.5, 0.05, 10_000)], 1e-5);
     assert!(matches!(e, Ok(x) if x.is_finite() && x > 100.0) || matches!(e, Err(AccountantError::Unbounded { .. })), "{e:?}");
-    // Very low noise: a certified value (above the exact Gaussian of
-    // σ/√T = 0.001/√10 at q = 1 would be ~10^5·... ) or the RDP bound, never less than the PLD's own.
+    // Very low noise: q = 0.5, σ = 0.001 has ε of order 1/(2σ²) = 5·10⁵
+    // (the Remove direction); whatever the PLD can certify, the accountant
+    // reports at most RDP and never a value of the Add direction's scale (≤ 10·ln 2).
     let low = epsilon(AccountantKind::Pld, &[seg(0.5, 0.001, 10)], 1e-5).unwrap();
     assert!(low.is_finite() && low > 1e4 && low <= epsilon(AccountantKind::Rdp, &[seg(0.5, 0.001, 10)], 1e-5).unwrap(), "{low}");
     // One step at q = 1, and a million steps.

@@ -151,24 +151,24 @@ pub fn calibrate_sigma(kind: AccountantKind, q: f64, steps: u64, delta: f64, tar
     check_segment(&Segment { sampling_rate: q, noise_multiplier: 1.0, steps })?;
     check_delta(delta)?;
     check_epsilon(target)?;
-    let within = |sigma: f64| -> Result<bool, AccountantError> {
+    let meets = |kind: AccountantKind, sigma: f64| -> Result<bool, AccountantError> {
         match epsilon(kind, &[Segment { sampling_rate: q, noise_multiplier: sigma, steps }], delta) {
             Ok(eps) => Ok(eps <= target),
             Err(AccountantError::Unbounded { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     };
+    let within = |sigma: f64| meets(kind, sigma);
     // Bracket: `hi` meets the target, `lo` does not. The RDP σ meets it
     // for both accountants (PLD ≤ RDP), and RDP is cheap to search.
     let mut hi = 1.0;
-    let rdp_within = |sigma: f64| matches!(epsilon(AccountantKind::Rdp, &[Segment { sampling_rate: q, noise_multiplier: sigma, steps }], delta), Ok(e) if e <= target);
-    while !rdp_within(hi) {
+    while !meets(AccountantKind::Rdp, hi)? {
         hi *= 2.0;
         if hi > 1e6 {
             return Err(AccountantError::Unreachable(target));
         }
     }
-    while hi > 1e-6 && rdp_within(hi / 2.0) {
+    while hi > 1e-6 && meets(AccountantKind::Rdp, hi / 2.0)? {
         hi /= 2.0;
     }
     if hi <= 1e-6 {

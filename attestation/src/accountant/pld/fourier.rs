@@ -55,17 +55,18 @@ pub(super) fn compose(segments: &[(&StepPmf, u64)], h: f64, lambda: f64, start: 
         // The tilted step, normalised to mass 1 and wrapped onto the window.
         let mut buf = vec![Complex::new(0.0, 0.0); n];
         let mut tilt_error = 0.0;
-        let wraps = (pmf.probs.len() / n + 2) as f64;
-        for (i, &p) in pmf.probs.iter().enumerate() {
-            if p <= 0.0 {
+        let wraps = (pmf.log_probs.len() / n + 2) as f64;
+        for (i, &log_p) in pmf.log_probs.iter().enumerate() {
+            if log_p == f64::NEG_INFINITY {
                 continue;
             }
             let index = pmf.offset + i as i64;
-            let arg = lambda * index as f64 * h - log_mgf;
-            let b = p * arg.exp();
+            // In one exponent: p·e^{λℓ} alone may overflow where the tilted mass is tiny.
+            let arg = log_p + lambda * index as f64 * h - log_mgf;
+            let b = arg.exp();
             buf[index.rem_euclid(n as i64) as usize].re += b;
-            // exp of an argument computed with error ≤ u(3|λℓ| + |log M|), and the wrapped sums.
-            tilt_error += b * u * (3.0 * (lambda * index as f64 * h).abs() + log_mgf.abs() + 4.0 + wraps);
+            // exp of an argument computed with error ≤ u(|ln p| + 3|λℓ| + |log M|), and the wrapped sums.
+            tilt_error += b * u * (log_p.abs() + 3.0 * (lambda * index as f64 * h).abs() + log_mgf.abs() + 4.0 + wraps);
         }
         let l2 = buf.iter().map(|c| c.re * c.re).sum::<f64>().sqrt();
         fft.process(&mut buf);

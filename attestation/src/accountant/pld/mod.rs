@@ -34,6 +34,8 @@ const MAX_STEP_POINTS: usize = 1 << 20;
 const POINTS_PER_SD: f64 = 32.0;
 /// Grid refinements tried before giving up.
 const ATTEMPTS: usize = 6;
+/// Tilts tried for one ε.
+const TILTS: usize = 6;
 const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
 
 /// Why the PLD accountant gives no ε.
@@ -119,32 +121,36 @@ impl Model {
 
     /// K(λ) = log E[e^{λL}] over the composed finite part, and K'(λ).
     fn k(&self, lambda: f64) -> (f64, f64) {
-        self.parts.iter().fold((0.0, 0.0), |(k, dk), (p, t)| {
-            let (m, mean) = p.log_mgf(self.h, lambda);
-            (k + *t as f64 * m, dk + *t as f64 * mean)
-        })
+        self.compose_cumulants(|p| p.log_mgf(self.h, lambda))
     }
 
     /// K(λ) and K'(λ) from the one-step summaries: for searches only.
     fn approximate_k(&self, lambda: f64) -> (f64, f64) {
+        self.compose_cumulants(|p| p.approximate_log_mgf(lambda))
+    }
+
+    /// Σ_s T_s·f(step s): cumulants add over independent steps.
+    fn compose_cumulants(&self, f: impl Fn(&StepPmf) -> (f64, f64)) -> (f64, f64) {
         self.parts.iter().fold((0.0, 0.0), |(k, dk), (p, t)| {
-            let (m, mean) = p.approximate_log_mgf(lambda);
+            let (m, mean) = f(p);
             (k + *t as f64 * m, dk + *t as f64 * mean)
         })
     }
 
-    /// The tilt λ ≥ 0 whose tilted mean is `epsilon` (0 if the mean is above it).
+    /// The tilt λ ≥ 0 whose tilted mean is `epsilon` (0 if the mean is above
+    /// it), to 1% or so: on the exact cumulants, since the summary blurs the
+    /// topmost losses that steep tilts weigh most.
     fn saddle(&self, epsilon: f64) -> f64 {
-        if self.approximate_k(0.0).1 >= epsilon {
+        if self.k(0.0).1 >= epsilon {
             return 0.0;
         }
         let (mut lo, mut hi) = (-30.0f64, 30.0f64);
-        if self.approximate_k(hi.exp()).1 < epsilon {
+        if self.k(hi.exp()).1 < epsilon {
             return hi.exp();
         }
-        for _ in 0..60 {
+        while hi - lo > 0.01 {
             let mid = 0.5 * (lo + hi);
-            if self.approximate_k(mid.exp()).1 < epsilon {
+            if self.k(mid.exp()).1 < epsilon {
                 lo = mid;
             } else {
                 hi = mid;
@@ -218,10 +224,59 @@ struct Window {
     tilted_above: f64,
 }
 
+/// The window for tilt λ at δ; None where any bound is not a finite
+/// number: the caller fails closed.
+fn window(m: &Model, lambda: f64, delta: f64) -> Option<Window> {
+    let h = m.h;
+    let k = |l: f64| m.k(l).0;
+    let rough = |l: f64| m.approximate_k(l).0;
+    let rough_lambda = rough(lambda);
+    let (_, lambda_hi) = chernoff(rough, (TAIL_SHARE * delta).ln());
+    // The tail bound itself is taken on the exact cumulants: the summary
+    // understates the topmost losses, which decide it at large λ.
+    let top_for_tail = (k(lambda_hi) - (TAIL_SHARE * delta).ln()) / lambda_hi;
+    let (top_for_tilt, shift) = chernoff(|d| rough(lambda + d) - rough_lambda, (1e-12f64).ln());
+    let top = top_for_tail.max(top_for_tilt).max(64.0 * h);
+    // The bottom: below it the tilted mass is negligible, and what wraps
+    // from there to the top is weighted by at most e^{−λ·width}; where
+    // that weight is not small enough, down to where the plain mass is.
+    let (tilted_bottom, _) = chernoff(|d| rough(lambda - d) - rough_lambda, (1e-30f64).ln());
+    let tilted_bottom = (-tilted_bottom).min(top - 64.0 * h);
+    let (bottom, nu) = if lambda * (top - tilted_bottom) >= (1e6 / delta).ln() {
+        (tilted_bottom, 0.0)
+    } else {
+        let (b, nu) = chernoff(|v| rough(-v), (1e-6 * delta).ln());
+        ((-b).min(tilted_bottom), nu)
+    };
+    if !(lambda.is_finite() && lambda >= 0.0 && bottom.is_finite() && top.is_finite() && bottom < top) {
+        return None;
+    }
+    let points = (top - bottom) / h + 2.0;
+    if !(points < 1e15 && (bottom / h).abs() < 1e15) {
+        return None;
+    }
+    let start = (bottom / h).floor() as i64;
+    let n = (points.ceil() as usize).next_power_of_two();
+    let top_eff = (start + n as i64) as f64 * h;
+    let margin = 1.0 + 1e-6;
+    let above = ((k(lambda_hi) - lambda_hi * top_eff).exp() * margin).min(1.0);
+    let below_mass = if nu > 0.0 { (k(-nu) + nu * start as f64 * h).exp().min(1.0) } else { 1.0 };
+    let wrapped_below = below_mass * (-lambda * n as f64 * h).exp() * margin;
+    let tilted_above = ((k(lambda + shift) - k(lambda) - shift * top_eff).exp() * margin).min(1.0);
+    [above, wrapped_below, tilted_above]
+        .iter()
+        .all(|b| b.is_finite() && *b >= 0.0)
+        .then_some(Window { start, n, above, wrapped_below, tilted_above })
+}
+
 /// One direction and one rounding of the computation, at one δ scale.
 struct Side {
     model: Model,
     rounding: Rounding,
+    /// The Chernoff tilt for the δ the side was built for, and its window
+    /// (which fits [`MAX_POINTS`]).
+    chernoff_tilt: f64,
+    chernoff_window: Window,
 }
 
 impl Side {
@@ -235,10 +290,8 @@ impl Side {
             if rounding == Rounding::Up && model.infinity >= delta {
                 return Err(PldFailure::Unbounded);
             }
-            let side = Side { model, rounding };
-            // The widest window any tilt needs is the one at λ = 0 or at the Chernoff tilt.
-            let lambda = chernoff(|l| side.model.approximate_k(l).0, delta.ln()).1;
-            let w = side.window(lambda, delta).ok_or(PldFailure::Unresolved)?;
+            let lambda = chernoff(|l| model.approximate_k(l).0, delta.ln()).1;
+            let w = window(&model, lambda, delta).ok_or(PldFailure::Unresolved)?;
             if w.n <= MAX_POINTS / 64 && !refined && h / 8.0 >= widest / MAX_STEP_POINTS as f64 {
                 // A small problem: a finer grid costs little and tightens.
                 refined = true;
@@ -246,76 +299,51 @@ impl Side {
                 continue;
             }
             if w.n <= MAX_POINTS {
-                return Ok(side);
+                return Ok(Side { model, rounding, chernoff_tilt: lambda, chernoff_window: w });
             }
             h *= w.n as f64 / MAX_POINTS as f64 * 1.01;
         }
         Err(PldFailure::Unresolved)
     }
 
-    /// None where any bound is not a finite number: the caller fails closed.
-    fn window(&self, lambda: f64, delta: f64) -> Option<Window> {
-        let m = &self.model;
-        let h = m.h;
-        let k = |l: f64| m.k(l).0;
-        let rough = |l: f64| m.approximate_k(l).0;
-        let rough_lambda = rough(lambda);
-        let (top_for_tail, lambda_hi) = chernoff(rough, (TAIL_SHARE * delta).ln());
-        let (top_for_tilt, shift) = chernoff(|d| rough(lambda + d) - rough_lambda, (1e-12f64).ln());
-        let top = top_for_tail.max(top_for_tilt).max(64.0 * h);
-        // The bottom: below it the tilted mass is negligible, and what wraps
-        // from there to the top is weighted by at most e^{−λ·width}; where
-        // that weight is not small enough, down to where the plain mass is.
-        let (tilted_bottom, _) = chernoff(|d| rough(lambda - d) - rough_lambda, (1e-30f64).ln());
-        let tilted_bottom = (-tilted_bottom).min(top - 64.0 * h);
-        let (bottom, nu) = if lambda * (top - tilted_bottom) >= (1e6 / delta).ln() {
-            (tilted_bottom, 0.0)
-        } else {
-            let (b, nu) = chernoff(|v| rough(-v), (1e-6 * delta).ln());
-            ((-b).min(tilted_bottom), nu)
-        };
-        if !(lambda.is_finite() && lambda >= 0.0 && bottom.is_finite() && top.is_finite() && bottom < top) {
-            return None;
-        }
-        let points = (top - bottom) / h + 2.0;
-        if !(points < 1e15 && (bottom / h).abs() < 1e15) {
-            return None;
-        }
-        let start = (bottom / h).floor() as i64;
-        let n = (points.ceil() as usize).next_power_of_two();
-        let top_eff = (start + n as i64) as f64 * h;
-        let margin = 1.0 + 1e-6;
-        let above = ((k(lambda_hi) - lambda_hi * top_eff).exp() * margin).min(1.0);
-        let below_mass = if nu > 0.0 { (k(-nu) + nu * start as f64 * h).exp().min(1.0) } else { 1.0 };
-        let wrapped_below = below_mass * (-lambda * n as f64 * h).exp() * margin;
-        let tilted_above = ((k(lambda + shift) - k(lambda) - shift * top_eff).exp() * margin).min(1.0);
-        [above, wrapped_below, tilted_above]
-            .iter()
-            .all(|b| b.is_finite() && *b >= 0.0)
-            .then_some(Window { start, n, above, wrapped_below, tilted_above })
-    }
-
-    /// The certified ε at δ: two tilts at most (the Chernoff tilt, then the
-    /// saddle point of the first answer if rounding was not negligible there).
+    /// The certified ε at δ: the Chernoff tilt, then, while the rounding term
+    /// is not negligible, a tilt centred on the last estimate (or a flatter
+    /// one); the smallest certified value wins.
     fn epsilon(&self, delta: f64) -> Result<f64, PldFailure> {
-        let mut lambda = chernoff(|l| self.model.approximate_k(l).0, delta.ln()).1;
         let mut best: Option<f64> = None;
-        for _ in 0..2 {
-            let Some(w) = self.window(lambda, delta).filter(|w| w.n <= MAX_POINTS) else { break };
-            let tilted = self.compose(lambda, &w);
-            if !(tilted.log_scale.is_finite() && tilted.error.is_finite() && tilted.values.iter().all(|v| v.is_finite())) {
-                break;
+        let mut retilt = None;
+        for _ in 0..TILTS {
+            let (lambda, w) = match retilt {
+                None => (self.chernoff_tilt, &self.chernoff_window),
+                Some((lambda, ref w)) => (lambda, w),
+            };
+            let Some(tilted) = self.compose(lambda, w) else { break };
+            let (eps, rounding_share, estimate) = self.solve(&tilted, lambda, w, delta);
+            if let Some(eps) = eps {
+                best = Some(match (best, self.rounding) {
+                    (None, _) => eps,
+                    (Some(b), Rounding::Up) => b.min(eps),
+                    (Some(b), Rounding::Down) => b.max(eps),
+                });
+                if rounding_share < 1e-3 {
+                    break;
+                }
             }
-            let Some((eps, rounding_share)) = self.solve(&tilted, lambda, &w, delta) else { break };
-            best = Some(match (best, self.rounding) {
-                (None, _) => eps,
-                (Some(b), Rounding::Up) => b.min(eps),
-                (Some(b), Rounding::Down) => b.max(eps),
-            });
-            if rounding_share < 1e-3 {
+            // Centre the next tilt on the estimate. Where the rounding term
+            // dominated and the estimate did not move the tilt down, the
+            // tilt was too steep for the FFT (its noise, untilted, swamped
+            // the estimate too): no tilt, whose estimate is free of that noise.
+            let Some(estimate) = estimate else { break };
+            let centred = self.model.saddle(estimate);
+            let lambda = if lambda > 0.0 && centred >= 0.5 * lambda && rounding_share > 0.5 {
+                0.0
+            } else if (centred - lambda).abs() <= 0.1 * lambda || centred == lambda {
                 break;
-            }
-            lambda = self.model.saddle(eps);
+            } else {
+                centred
+            };
+            let Some(w) = window(&self.model, lambda, delta).filter(|w| w.n <= MAX_POINTS) else { break };
+            retilt = Some((lambda, w));
         }
         best.ok_or(PldFailure::Unresolved)
     }
@@ -324,11 +352,8 @@ impl Side {
     fn delta(&self, epsilon: f64) -> Result<f64, PldFailure> {
         let lambda = self.model.saddle(epsilon);
         let scale = 1e-300f64.max((self.model.approximate_k(lambda).0 - lambda * epsilon).exp().min(1.0));
-        let w = self.window(lambda, scale).filter(|w| w.n <= MAX_POINTS).ok_or(PldFailure::Unresolved)?;
-        let tilted = self.compose(lambda, &w);
-        if !(tilted.log_scale.is_finite() && tilted.error.is_finite()) {
-            return Err(PldFailure::Unresolved);
-        }
+        let w = window(&self.model, lambda, scale).filter(|w| w.n <= MAX_POINTS).ok_or(PldFailure::Unresolved)?;
+        let tilted = self.compose(lambda, &w).ok_or(PldFailure::Unresolved)?;
         let curve = Curve::new(&tilted, lambda, &w, self.model.h, self.model.infinity, Rounding::Up);
         let mut total = 0.0;
         let mut weighted = 0.0;
@@ -339,20 +364,33 @@ impl Side {
                 weighted += c * -(epsilon - loss).exp_m1();
             }
         }
-        let bound = curve.bound(weighted, total, epsilon);
+        let bound = curve.bound(weighted, total, curve.rounding_term(epsilon));
         if bound.is_finite() { Ok(bound) } else { Err(PldFailure::Unresolved) }
     }
 
-    fn compose(&self, lambda: f64, w: &Window) -> Tilted {
+    /// The tilted composition on `w`; None if anything in it is not finite.
+    fn compose(&self, lambda: f64, w: &Window) -> Option<Tilted> {
         let parts: Vec<(&StepPmf, u64)> = self.model.parts.iter().map(|(p, t)| (p, *t)).collect();
-        fourier::compose(&parts, self.model.h, lambda, w.start, w.n)
+        let tilted = fourier::compose(&parts, self.model.h, lambda, w.start, w.n);
+        (tilted.log_scale.is_finite() && tilted.error.is_finite() && tilted.values.iter().all(|v| v.is_finite())).then_some(tilted)
     }
 
-    /// Solves the certified δ(ε) = δ on the window; returns ε and the share
-    /// of δ that the rounding-error term takes there.
-    fn solve(&self, tilted: &Tilted, lambda: f64, w: &Window, delta: f64) -> Option<(f64, f64)> {
+    /// Solves the certified δ(ε) = δ on the window. Returns that ε (if the
+    /// window certifies one), the share of δ that the rounding-error term
+    /// takes there, and the ε at which the window's δ(ε) alone (without that
+    /// term) meets δ: the estimate a better tilt is centred on.
+    fn solve(&self, tilted: &Tilted, lambda: f64, w: &Window, delta: f64) -> (Option<f64>, f64, Option<f64>) {
+        let curve = Curve::new(tilted, lambda, w, self.model.h, self.model.infinity, self.rounding);
+        let eps = self.crossing(&curve, w, delta, |eps| curve.rounding_term(eps));
+        let estimate = self.crossing(&curve, w, delta, |_| 0.0);
+        (eps, eps.map_or(f64::INFINITY, |e| curve.rounding_term(e) / delta), estimate)
+    }
+
+    /// The ε where `curve`'s δ(ε), with `rounding` as its rounding term,
+    /// meets δ: the smallest such for an upper bound, the largest where it
+    /// still exceeds δ for a lower one.
+    fn crossing(&self, curve: &Curve, w: &Window, delta: f64, rounding: impl Fn(f64) -> f64) -> Option<f64> {
         let h = self.model.h;
-        let curve = Curve::new(tilted, lambda, w, h, self.model.infinity, self.rounding);
         let n = curve.masses.len();
         let shrink = (-h).exp();
         // δ(ε) for ε in [ℓ_{j−1}, ℓ_j] is s1 − e^{ε−ℓ_j}·s2 with s1 = Σ_{k≥j} c_k
@@ -362,12 +400,13 @@ impl Side {
             let loss = (w.start + j as i64) as f64 * h;
             s2 = s2 * shrink + curve.masses[j];
             s1 += curve.masses[j];
-            let at = |eps: f64| curve.bound(s1 - (eps - loss).exp() * s2, s1, eps);
+            let at = |eps: f64| curve.bound(s1 - (eps - loss).exp() * s2, s1, rounding(eps));
             if j == n - 1 && self.rounding == Rounding::Up && at(loss) > delta {
                 // Even the top of the window is not enough: no certified value here.
                 return None;
             }
-            let lower = (loss - h).max(0.0);
+            // Mass below the window is not in s1: no ε below its bottom is answered.
+            let lower = (loss - h).max(0.0).max(w.start as f64 * h);
             if lower < loss && at(lower) > delta {
                 let (mut a, mut b) = (lower, loss);
                 for _ in 0..100 {
@@ -383,18 +422,17 @@ impl Side {
                 }
                 // Upper bounds take the end where δ is met; lower bounds the end where it is not.
                 let eps = if self.rounding == Rounding::Up { b } else { a };
-                return eps.is_finite().then(|| (eps, curve.rounding_term(eps) / delta));
+                return eps.is_finite().then_some(eps);
             }
             if loss - h <= 0.0 {
-                return Some((0.0, curve.rounding_term(0.0) / delta));
+                return Some(0.0);
             }
         }
         // δ is met at the window's bottom already: a valid upper bound (if
         // not the smallest); a lower bound learns nothing below it.
-        let bottom = (w.start as f64 * h).max(0.0);
         match self.rounding {
-            Rounding::Up => Some((bottom, curve.rounding_term(bottom) / delta)),
-            Rounding::Down => Some((0.0, 0.0)),
+            Rounding::Up => Some((w.start as f64 * h).max(0.0)),
+            Rounding::Down => Some(0.0),
         }
     }
 }
@@ -443,19 +481,19 @@ impl Curve {
         self.coefficient * (self.log_scale - self.lambda * epsilon).exp()
     }
 
-    /// The certified δ at ε from the window's value `value` = Σ_{ℓ>ε} c(1 − e^{ε−ℓ})
-    /// and its mass `mass` = Σ_{ℓ>ε} c.
-    fn bound(&self, value: f64, mass: f64, epsilon: f64) -> f64 {
+    /// The certified δ from the window's value `value` = Σ_{ℓ>ε} c(1 − e^{ε−ℓ}),
+    /// its mass `mass` = Σ_{ℓ>ε} c and the rounding term at that ε.
+    fn bound(&self, value: f64, mass: f64, rounding: f64) -> f64 {
         let slack = self.relative * mass;
         // A NaN anywhere must never read as "δ is met": it reads as δ = ∞
         // for the upper bound and as δ = −∞ (nothing learnt) for the lower.
         match self.rounding {
             Rounding::Up => {
-                let b = value.max(0.0) + slack + self.fixed + self.rounding_term(epsilon);
+                let b = value.max(0.0) + slack + self.fixed + rounding;
                 if b.is_nan() { f64::INFINITY } else { b }
             }
             Rounding::Down => {
-                let b = value - slack - self.fixed - self.rounding_term(epsilon);
+                let b = value - slack - self.fixed - rounding;
                 if b.is_nan() { f64::NEG_INFINITY } else { b }
             }
         }

@@ -2,7 +2,7 @@
 //! function of the noise sample, and its discretisation on a loss grid,
 //! rounded up (a dominating distribution) or down (a dominated one).
 
-use super::super::special::{normal_interval, normal_pdf};
+use super::super::special::{log_add, log_sub, normal_interval, normal_pdf, normal_sf};
 
 /// Relative error allowed on every computed bin mass, for quadrature and
 /// rounding (the argument is in `docs/privacy-accounting.md`). Upper
@@ -61,6 +61,9 @@ impl Step {
         let t = (2.0 * x - 1.0) / (2.0 * self.sigma * self.sigma);
         if t > 30.0 {
             t + self.q.ln() + ((1.0 - self.q) / self.q * (-t).exp()).ln_1p()
+        } else if t < -30.0 {
+            // e^t − 1 rounds to −1 here: sum the two terms in log space (at q = 1 the loss is t).
+            log_add((-self.q).ln_1p(), self.q.ln() + t)
         } else {
             (self.q * t.exp_m1()).ln_1p()
         }
@@ -75,6 +78,9 @@ impl Step {
         // same as r + log(1 − (1−q)e^{−r}) − log q, which does not overflow.
         let t = if r > 30.0 {
             r + (-(1.0 - self.q) * (-r).exp()).ln_1p() - self.q.ln()
+        } else if r < -30.0 {
+            // e^r − 1 rounds to −1 here: e^t = (e^r − (1 − q))/q in log space.
+            log_sub(r, (-self.q).ln_1p()) - self.q.ln()
         } else {
             (r.exp_m1() / self.q).ln_1p()
         };
@@ -228,24 +234,52 @@ fn gauss_legendre_pair(a: f64, b: f64, nodes: &[f64], weights: &[f64], f: &impl 
     (half * s0, half * s1)
 }
 
-/// A discrete loss distribution of one step: `probs[i]` is the mass at loss
-/// `(offset + i)·h`, `infinity` the mass at +∞.
+/// A discrete loss distribution of one step: `e^{log_probs[i]}` is the mass
+/// at loss `(offset + i)·h`, `infinity` the mass at +∞. Masses are kept as
+/// logarithms: the tilt e^{λℓ} is applied in the exponent.
 #[derive(Debug, Clone)]
 pub(super) struct StepPmf {
     pub(super) offset: i64,
-    pub(super) probs: Vec<f64>,
+    pub(super) log_probs: Vec<f64>,
     pub(super) infinity: f64,
-    /// ln of each mass (−∞ for none), kept for the moment-generating function.
-    log_probs: Vec<f64>,
-    /// At most [`SUMMARY_POINTS`] (loss, ln mass) pairs, each group of
-    /// consecutive bins at its mean loss: its moment-generating function is
-    /// below the exact one only by second-order terms. Searches use it;
-    /// every bound is computed on the exact masses.
+    /// (loss, ln mass) pairs, see [`summarise`]. Searches use it; every
+    /// bound is computed on the exact masses.
     summary: Vec<(f64, f64)>,
 }
 
-/// Points of a one-step summary.
-const SUMMARY_POINTS: usize = 2048;
+/// Groups a one-step summary has in its core and on each side of it, at most.
+const SUMMARY_GROUPS: usize = 4096;
+/// Half-width of a summary's core, in standard deviations.
+const SUMMARY_CORE_SDS: f64 = 64.0;
+
+/// A short stand-in for a distribution on a long grid, in runs of
+/// consecutive bins, each at its mean loss: its moment-generating function
+/// is below the exact one only by second-order terms. The core, within
+/// [`SUMMARY_CORE_SDS`] standard deviations of the mean, gets
+/// [`SUMMARY_GROUPS`] runs of its own (single bins where the grid is its
+/// usual few dozen bins per standard deviation: it is there that steep
+/// tilts of bounded losses look), and so does each side beyond it.
+fn summarise(probs: &[f64], offset: i64, h: f64) -> Vec<(f64, f64)> {
+    let loss = |i: usize| (offset + i as i64) as f64 * h;
+    let total: f64 = probs.iter().sum();
+    let mean = probs.iter().enumerate().map(|(i, p)| p * loss(i)).sum::<f64>() / total;
+    let sd = (probs.iter().enumerate().map(|(i, p)| p * (loss(i) - mean).powi(2)).sum::<f64>() / total).sqrt();
+    let index = |l: f64| (((l - offset as f64 * h) / h).max(0.0) as usize).min(probs.len());
+    let (core_start, core_end) = (index(mean - SUMMARY_CORE_SDS * sd), index(mean + SUMMARY_CORE_SDS * sd + h));
+    let runs = |from: usize, to: usize| {
+        let group = (to - from).div_ceil(SUMMARY_GROUPS).max(1);
+        (from..to).step_by(group).map(move |g| (g, (g + group).min(to)))
+    };
+    runs(0, core_start)
+        .chain(runs(core_start, core_end))
+        .chain(runs(core_end, probs.len()))
+        .filter_map(|(a, b)| {
+            let mass: f64 = probs[a..b].iter().sum();
+            let first: f64 = (a..b).map(|i| probs[i] * loss(i)).sum();
+            (mass > 0.0).then(|| (first / mass, mass.ln()))
+        })
+        .collect()
+}
 
 impl StepPmf {
     /// `step` on the grid of width `h`, with at most `tail` mass beyond
@@ -260,7 +294,7 @@ impl StepPmf {
         // Where x runs to −∞ (the bin holding the loss floor), the part
         // beyond `far` carries less than tail·1e-3 and goes up (or down) whole.
         let mut z = 8.0;
-        while 0.5 * libm::erfc(z / std::f64::consts::SQRT_2) > tail * 1e-3 && z < 38.0 {
+        while normal_sf(z) > tail * 1e-3 && z < 38.0 {
             z += 1.0;
         }
         let far = -z * step.sigma;
@@ -301,42 +335,31 @@ impl StepPmf {
             *p = p.max(0.0) * factor;
         }
         let log_probs = probs.iter().map(|p| p.ln()).collect();
-        let group = probs.len().div_ceil(SUMMARY_POINTS);
-        let summary = probs
-            .chunks(group)
-            .enumerate()
-            .filter_map(|(g, chunk)| {
-                let mass: f64 = chunk.iter().sum();
-                let first: f64 = chunk.iter().enumerate().map(|(i, p)| p * (k_lo + (g * group + i) as i64) as f64 * h).sum();
-                (mass > 0.0).then(|| (first / mass, mass.ln()))
-            })
-            .collect();
-        StepPmf { offset: k_lo, probs, infinity: infinity * factor, log_probs, summary }
+        let summary = summarise(&probs, k_lo, h);
+        StepPmf { offset: k_lo, log_probs, infinity: infinity * factor, summary }
     }
 
     /// log Σ p_i e^{λ ℓ_i} over the finite part, and the tilted mean
     /// Σ ℓ_i p_i e^{λℓ_i} / Σ p_i e^{λℓ_i}.
     pub(super) fn log_mgf(&self, h: f64, lambda: f64) -> (f64, f64) {
-        let loss = |i: usize| (self.offset + i as i64) as f64 * h;
-        let top = self.log_probs.iter().enumerate().map(|(i, &lp)| lp + lambda * loss(i)).fold(f64::NEG_INFINITY, f64::max);
-        let (mut sum, mut first) = (0.0, 0.0);
-        for (i, &lp) in self.log_probs.iter().enumerate() {
-            let w = (lp + lambda * loss(i) - top).exp();
-            sum += w;
-            first += w * loss(i);
-        }
-        (top + sum.ln(), first / sum)
+        let offset = self.offset;
+        log_mgf(self.log_probs.iter().enumerate().map(|(i, &lp)| ((offset + i as i64) as f64 * h, lp)), lambda)
     }
 
     /// [`StepPmf::log_mgf`] on the summary: for searches only.
     pub(super) fn approximate_log_mgf(&self, lambda: f64) -> (f64, f64) {
-        let top = self.summary.iter().map(|&(l, lp)| lp + lambda * l).fold(f64::NEG_INFINITY, f64::max);
-        let (mut sum, mut first) = (0.0, 0.0);
-        for &(l, lp) in &self.summary {
-            let w = (lp + lambda * l - top).exp();
-            sum += w;
-            first += w * l;
-        }
-        (top + sum.ln(), first / sum)
+        log_mgf(self.summary.iter().copied(), lambda)
     }
+}
+
+/// log Σ e^{ln p + λℓ} over (ℓ, ln p) pairs, and the λ-tilted mean of ℓ.
+fn log_mgf(points: impl Iterator<Item = (f64, f64)> + Clone, lambda: f64) -> (f64, f64) {
+    let top = points.clone().map(|(l, lp)| lp + lambda * l).fold(f64::NEG_INFINITY, f64::max);
+    let (mut sum, mut first) = (0.0, 0.0);
+    for (l, lp) in points {
+        let w = (lp + lambda * l - top).exp();
+        sum += w;
+        first += w * l;
+    }
+    (top + sum.ln(), first / sum)
 }
