@@ -181,6 +181,27 @@ impl Step {
         moment(&|l| (l - mean) * (l - mean)).max(0.0).sqrt()
     }
 
+    /// How far x is from the mean of the density's components, for the
+    /// quadrature's scale: from the dominant one where the other is below
+    /// e^{−50} of it (its error is then negligible against the integral),
+    /// else from the farther.
+    fn component_distance(&self, x: f64) -> f64 {
+        let (d0, d1) = (x.abs(), (x - 1.0).abs());
+        if self.direction == Direction::Add {
+            return d0;
+        }
+        let two_var = 2.0 * self.sigma * self.sigma;
+        let log0 = (-self.q).ln_1p() - d0 * d0 / two_var;
+        let log1 = self.q.ln() - d1 * d1 / two_var;
+        if log0 > log1 + 50.0 {
+            d0
+        } else if log1 > log0 + 50.0 {
+            d1
+        } else {
+            d0.max(d1)
+        }
+    }
+
     /// Splits the mass of x in [a, b] (where the loss lies in [e0, e0 + h])
     /// between the grid points e0 (first) and e0 + h (second), keeping the
     /// mass and E[e^{−ℓ}]. The integrands are positive, so the quadrature's
@@ -200,8 +221,9 @@ impl Step {
         let mut high = 0.0;
         let mut x = a;
         while x < b {
-            // The density changes on the scale σ/(1 + |x|/σ): pieces a quarter of that.
-            let reach = x.abs().max((x - 1.0).abs()) + 0.25 * s;
+            // The density changes on the scale σ/(1 + |x − μ|/σ) around
+            // each component's mean μ: pieces a quarter of that.
+            let reach = self.component_distance(x) + 0.25 * s;
             let scale = s / (1.0 + reach / s);
             let end = (x + 0.25 * scale).min(b);
             let (pl, ph) = if end - x <= 0.01 * scale {
