@@ -132,6 +132,25 @@ fn dp_epsilon_and_calibrate_print_the_documented_json() {
     assert_eq!(v["accountant"], "rdp");
 }
 
+/// Large targets are legitimate; calibrating to them once grew past 6 GB.
+/// Under a 1 GiB address-space limit each answers, with a σ that meets it.
+#[test]
+fn dp_calibrate_reaches_extreme_targets_within_one_gib() {
+    for target in ["1000", "1000000"] {
+        let command = format!(
+            "ulimit -v 1048576 && exec {} dp calibrate --sampling-rate 0.123 --steps 40 --delta 9.9e-6 --epsilon {target} --json",
+            env!("CARGO_BIN_EXE_sealtune")
+        );
+        let out = Command::new("sh").args(["-c", &command]).output().unwrap();
+        assert!(out.status.success(), "ε = {target}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let sigma = v["sigma"].as_f64().unwrap();
+        let out = sealtune(&["dp", "epsilon", "--sampling-rate", "0.123", "--noise-multiplier", &sigma.to_string(), "--steps", "40", "--delta", "9.9e-6", "--json"]);
+        let eps = serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()["epsilon"].as_f64().unwrap();
+        assert!(eps <= target.parse::<f64>().unwrap(), "ε = {target}: σ = {sigma} gives {eps}");
+    }
+}
+
 #[test]
 fn dp_rejects_invalid_arguments_with_exit_2_naming_them() {
     for (args, flag) in [
