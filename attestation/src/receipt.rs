@@ -3,6 +3,7 @@
 //! receipt and the signing key, so a vendor can check offline where, how and
 //! with what privacy guarantee the weights were trained.
 
+use crate::accountant::{self, AccountantError, AccountantKind, Segment};
 use crate::binding::receipt_report_data;
 use crate::cbor::{self, CborError};
 use crate::evidence::{Evidence, EvidenceError};
@@ -163,6 +164,12 @@ pub enum ReceiptError {
     /// The policy has no `[job]` section to check ε against.
     #[error("the policy has no [job] section with max_epsilon and max_delta")]
     NoJobTerms,
+    /// The receipt names an accountant this build does not have.
+    #[error("unknown accountant {0:?}")]
+    UnknownAccountant(String),
+    /// This build's accountant cannot compute ε from the receipt's terms.
+    #[error("cannot recompute epsilon: {0}")]
+    Recomputation(AccountantError),
 }
 
 impl Receipt {
@@ -189,7 +196,7 @@ pub fn receipt_digest(receipt_bytes: &[u8]) -> [u8; 32] {
 /// Verifies a signed receipt offline: the evidence chain and policy, that
 /// REPORT_DATA binds this receipt and signing key, the signature, and the
 /// digests of the output files in `outputs_dir`. ε is checked separately,
-/// by [`check_epsilon`], with the verifier's own accountant.
+/// by [`recompute_epsilon`] and [`check_epsilon`], with the verifier's own accountant.
 pub fn verify_receipt(
     bytes: &[u8],
     outputs_dir: &std::path::Path,
@@ -235,6 +242,16 @@ pub fn verify_receipt(
         }
     }
     Ok(VerifiedReceipt { receipt, claims: bound })
+}
+
+/// The receipt's ε recomputed from its own terms (q, σ, steps, δ) with
+/// this build's accountant of the kind it names, for [`check_epsilon`]. An
+/// accountant that cannot answer is an error: verification fails closed.
+pub fn recompute_epsilon(receipt: &Receipt) -> Result<f64, ReceiptError> {
+    let p = &receipt.privacy;
+    let kind = AccountantKind::parse(&p.accountant).ok_or_else(|| ReceiptError::UnknownAccountant(p.accountant.clone()))?;
+    let segment = Segment { sampling_rate: p.sampling_rate, noise_multiplier: p.noise_multiplier, steps: p.steps };
+    accountant::epsilon(kind, &[segment], p.delta).map_err(ReceiptError::Recomputation)
 }
 
 /// Checks the receipt's ε against a recomputation and the policy's limits.

@@ -7,9 +7,8 @@
 use crate::failure::{Failure, Outcome};
 use crate::files;
 use clap::Args;
-use sealtune_attestation::accountant::{self, AccountantKind, Segment};
 use sealtune_attestation::policy::Policy;
-use sealtune_attestation::receipt::{check_epsilon, verify_receipt, RECEIPT_FILE};
+use sealtune_attestation::receipt::{check_epsilon, recompute_epsilon, verify_receipt, RECEIPT_FILE};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -43,13 +42,9 @@ pub(crate) fn run(args: VerifyArgs) -> Outcome {
             return Err(Failure::rejected(format!("receipt refused: it is for another job than {}", path.display())));
         }
     }
-    let p = &receipt.privacy;
-    let kind = AccountantKind::parse(&p.accountant)
-        .ok_or_else(|| Failure::rejected(format!("receipt refused: unknown accountant {:?}", p.accountant)))?;
-    let segment = Segment { sampling_rate: p.sampling_rate, noise_multiplier: p.noise_multiplier, steps: p.steps };
-    let recomputed = accountant::epsilon(kind, &[segment], p.delta)
-        .map_err(|e| Failure::rejected(format!("receipt refused: cannot recompute ε: {e}")))?;
+    let recomputed = recompute_epsilon(receipt).map_err(|e| Failure::rejected(format!("receipt refused: {e}")))?;
     check_epsilon(receipt, recomputed, &policy).map_err(|e| Failure::rejected(format!("receipt refused: {e}")))?;
+    let p = &receipt.privacy;
 
     let datasets: Vec<String> = receipt.datasets.iter().map(|d| hex::encode(d.commitment)).collect();
     let facts = serde_json::json!({

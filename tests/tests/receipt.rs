@@ -3,7 +3,8 @@
 
 use sealtune_attestation::manifest::JobManifest;
 use sealtune_attestation::policy::Policy;
-use sealtune_attestation::receipt::{check_epsilon, verify_receipt, OutputFile, PrivacySpent, Receipt, ReceiptError, RECEIPT_VERSION};
+use sealtune_attestation::accountant::AccountantError;
+use sealtune_attestation::receipt::{check_epsilon, recompute_epsilon, verify_receipt, OutputFile, PrivacySpent, Receipt, ReceiptError, RECEIPT_VERSION};
 use sealtune_attestation::verify::VerifyError;
 use sealtune_enclave::keys::EnclaveKeys;
 use sealtune_enclave::receipt::issue_receipt;
@@ -67,6 +68,20 @@ fn an_issued_receipt_verifies_offline() {
     assert_eq!(verified.receipt.manifest_hash, i.manifest.hash());
     assert!(verified.claims.simulated);
     check_epsilon(&verified.receipt, 1.9, &owner_policy()).unwrap();
+}
+
+#[test]
+fn a_receipt_whose_epsilon_cannot_be_recomputed_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receipt = receipt_for(&manifest(&[([1; 32], [2; 32])]), dir.path(), true);
+    assert!(recompute_epsilon(&receipt).unwrap() > 0.0);
+    receipt.privacy.sampling_rate = 0.0;
+    assert!(matches!(recompute_epsilon(&receipt), Err(ReceiptError::Recomputation(AccountantError::InvalidSamplingRate(_)))));
+    receipt.privacy.delta = 1.0;
+    receipt.privacy.sampling_rate = 0.01;
+    assert!(matches!(recompute_epsilon(&receipt), Err(ReceiptError::Recomputation(AccountantError::InvalidDelta(_)))));
+    receipt.privacy.accountant = "moments".into();
+    assert!(matches!(recompute_epsilon(&receipt), Err(ReceiptError::UnknownAccountant(name)) if name == "moments"));
 }
 
 #[test]

@@ -3,12 +3,11 @@
 //! the enclave, and the vendor's offline verification of what comes out;
 //! then the attacks on that flow, each with its own error and no release.
 
-use sealtune_attestation::accountant::{self, AccountantKind, Segment};
 use sealtune_attestation::identity::IdentityKey;
 use sealtune_attestation::manifest::{JobManifest, PrivacyTerms, TrainingTerms};
 use sealtune_attestation::policy::Policy;
 use sealtune_attestation::protocol::Phase;
-use sealtune_attestation::receipt::{check_epsilon, verify_receipt, ReceiptError, RECEIPT_FILE};
+use sealtune_attestation::receipt::{check_epsilon, recompute_epsilon, verify_receipt, ReceiptError, RECEIPT_FILE};
 use sealtune_attestation::grant::GrantError;
 use sealtune_attestation::sealed::{self, DataKey, SealOptions, CHUNK_SIZE};
 use sealtune_enclave::key_release::KeyRelease;
@@ -189,8 +188,8 @@ async fn two_owners_grant_the_enclave_trains_and_the_vendor_verifies_offline() {
     assert_eq!((r.privacy.steps, r.privacy.clip_norm, r.privacy.delta), (3, 1.0, 1e-5));
     // The receipt's ε is what an independent recomputation from its own terms gives.
     let p = &r.privacy;
-    let segment = Segment { sampling_rate: p.sampling_rate, noise_multiplier: p.noise_multiplier, steps: p.steps };
-    let recomputed = accountant::epsilon(AccountantKind::Pld, &[segment], p.delta).unwrap();
+    assert_eq!(p.accountant, "pld");
+    let recomputed = recompute_epsilon(r).unwrap();
     assert!(recomputed > 0.0 && recomputed <= p.epsilon && p.epsilon <= 8.0, "{recomputed} vs {}", p.epsilon);
     check_epsilon(r, recomputed, &policy).unwrap();
 
