@@ -292,6 +292,10 @@ impl<T: Tee + Send + 'static> ServiceHandle<T> {
             };
             match session.handle(request, &self.state) {
                 Step::Continue(next, response) => {
+                    if matches!(response, Response::GrantAccepted { .. }) {
+                        // Wakes the job in `wait_for_grants` (or leaves it a permit).
+                        self.granted.notify_one();
+                    }
                     responses.send(Bytes::from(response.to_cbor())).await?;
                     session = next;
                 }
