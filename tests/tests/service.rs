@@ -160,6 +160,9 @@ async fn two_owner_job(records: usize) -> TwoOwnerJob {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_owners_grant_the_enclave_trains_and_the_vendor_verifies_offline() {
     let TwoOwnerJob { store: _store, model, a, b, manifest, policy, enclave } = two_owner_job(40).await;
+    // Grants arrive after the job has calibrated σ and waits for them: each
+    // accepted grant must wake it (a lost wake-up once hung the job here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     grant(enclave.addr, &manifest, &policy, &a).await;
     grant(enclave.addr, &manifest, &policy, &b).await;
     let addr = enclave.addr;
