@@ -23,21 +23,34 @@ bin="$PWD/target/debug"
 rm -rf "$out" && mkdir -p "$out"/{host,vendor,stmary,royalfree}
 
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-# Starts a long-running command, its logs in $2, and prints its first output line.
+# Everything started here stops when the demo ends: success, failure or Ctrl-C.
+stop_all() {
+    [ ${#pids[@]} -eq 0 ] && return
+    echo "== stopping ${#pids[@]} background processes"
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+# Starts a long-running command in the background (stdout in $2.out, logs in
+# $2) and sets the variable named $1 to its first line of output. It runs in
+# this shell, not a $(...) subshell, so its PID reaches stop_all.
 start() {
-    local log=$1; shift
-    local fifo; fifo=$(mktemp -u); mkfifo "$fifo"
-    "$@" >"$fifo" 2>"$log" &
+    local var=$1 log=$2; shift 2
+    "$@" >"$log.out" 2>"$log" &
     pids+=($!)
-    local first; read -r first <"$fifo"; rm "$fifo"
-    echo "$first"
+    until [ "$(wc -l <"$log.out")" -ge 1 ]; do
+        kill -0 "${pids[-1]}" 2>/dev/null || { echo "$1 exited early; its log:" >&2; cat "$log" >&2; exit 1; }
+        sleep 0.1
+    done
+    printf -v "$var" '%s' "$(head -n1 "$log.out")"
 }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
 echo "== operator: simulated platform and blob store"
 "$bin/sealtune" sim init --out "$out/host/sim"
-store=$(field "$(start "$out/host/store.log" "$bin/sealtune" host serve --store "$out/host/store" --listen 127.0.0.1:0 --json)" listen)
+start announced "$out/host/store.log" "$bin/sealtune" host serve --store "$out/host/store" --listen 127.0.0.1:0 --json
+store=$(field "$announced" listen)
 echo "store on $store"
 
 for h in stmary royalfree; do
@@ -64,8 +77,9 @@ model_sha=$("$bin/sealtune" vendor upload "$model" --host "$store")
 echo "job $(cat "$out/vendor/manifest-hash")"
 
 echo "== operator: launch the enclave for the job"
-relay=$(field "$(start "$out/host/launch.log" "$bin/sealtune" host launch --manifest "$out/vendor/job.cbor" --tee sim \
-    --sim-platform "$out/host/sim" --store "$store" --listen 127.0.0.1:0 --json)" listen)
+start announced "$out/host/launch.log" "$bin/sealtune" host launch --manifest "$out/vendor/job.cbor" --tee sim \
+    --sim-platform "$out/host/sim" --store "$store" --listen 127.0.0.1:0 --json
+relay=$(field "$announced" listen)
 echo "relay on $relay"
 
 # Owners and vendor trust exactly this enclave build on the simulated platform.

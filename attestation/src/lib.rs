@@ -32,4 +32,5 @@ pub mod grant;
 pub mod receipt;
 pub mod sealed;
 pub mod accountant;
+pub mod ledger;
 pub mod protocol;

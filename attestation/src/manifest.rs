@@ -88,6 +88,16 @@ pub struct PrivacyTerms {
     pub privacy_unit: String,
 }
 
+impl PrivacyTerms {
+    /// N_declared = B̄ / q, the public bound on the dataset's units; `None`
+    /// where it is not a whole number (both are terms the vendor chose together).
+    pub fn declared_units(&self) -> Option<u64> {
+        let declared = (self.expected_batch_size / self.sampling_rate).round();
+        let whole = declared >= 1.0 && (declared * self.sampling_rate - self.expected_batch_size).abs() <= 1e-9 * self.expected_batch_size;
+        whole.then_some(declared as u64)
+    }
+}
+
 /// A dataset a job trains on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetRef {

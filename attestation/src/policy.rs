@@ -35,6 +35,95 @@ pub struct Policy {
     /// For data owners: the job terms under which they release a key.
     #[serde(default)]
     pub job: Option<JobTerms>,
+    /// For data owners: the lifetime privacy budget every grant must fit.
+    #[serde(default)]
+    pub budget: Option<BudgetPolicy>,
+}
+
+/// A data owner's lifetime budget (`docs/formats/ledger.md`): each group of
+/// datasets that share data subjects may lose at most (ε, δ) over all the
+/// jobs ever granted any of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetPolicy {
+    /// ε every group may spend over its lifetime.
+    pub lifetime_epsilon: f64,
+    /// δ of the lifetime guarantee.
+    pub lifetime_delta: f64,
+    /// How many grants one job (manifest hash) may get per dataset; a
+    /// relaunched enclave asks again, and each grant is a spend.
+    #[serde(default = "one_grant")]
+    pub max_grants_per_job: u32,
+    /// `record` (the default) or `user`: what the lifetime guarantee
+    /// protects. A user-level budget cannot count record-level jobs.
+    #[serde(default = "record_unit")]
+    pub unit: String,
+    /// Datasets that share data subjects (the same patients in two extracts).
+    /// A dataset in no group is a group of its own.
+    #[serde(default)]
+    pub groups: Vec<BudgetGroup>,
+}
+
+fn one_grant() -> u32 {
+    1
+}
+
+fn record_unit() -> String {
+    "record".into()
+}
+
+/// Datasets that share one budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetGroup {
+    /// The group's name in the ledger and in `owner budget`.
+    pub name: String,
+    /// Dataset commitments (hex, 32 bytes).
+    pub datasets: Vec<String>,
+}
+
+impl BudgetPolicy {
+    /// The name of the group `dataset` belongs to: its group's, or
+    /// `dataset:` and its commitment when it is in none.
+    pub fn group_of(&self, dataset: &[u8; 32]) -> String {
+        let hex = hex::encode(dataset);
+        self.groups
+            .iter()
+            .find(|g| g.datasets.iter().any(|d| d.eq_ignore_ascii_case(&hex)))
+            .map_or_else(|| format!("dataset:{hex}"), |g| g.name.clone())
+    }
+
+    fn check(&self) -> Result<(), PolicyError> {
+        let bad = |reason: String| Err(PolicyError::BadBudget(reason));
+        if !(self.lifetime_epsilon > 0.0 && self.lifetime_epsilon.is_finite()) {
+            return bad(format!("lifetime_epsilon must be a positive number, got {}", self.lifetime_epsilon));
+        }
+        if !(self.lifetime_delta > 0.0 && self.lifetime_delta < 1.0) {
+            return bad(format!("lifetime_delta must be in (0, 1), got {}", self.lifetime_delta));
+        }
+        if self.max_grants_per_job == 0 {
+            return bad("max_grants_per_job must be at least 1".into());
+        }
+        if !matches!(self.unit.as_str(), "record" | "user") {
+            return bad(format!("unit `{}` is not `record` or `user`", self.unit));
+        }
+        let mut seen: Vec<[u8; 32]> = Vec::new();
+        for (i, group) in self.groups.iter().enumerate() {
+            if group.name.is_empty() || group.name.starts_with("dataset:") || self.groups[..i].iter().any(|g| g.name == group.name) {
+                return bad(format!("group name `{}` is empty, reserved (`dataset:`) or used twice", group.name));
+            }
+            for d in &group.datasets {
+                let Some(commitment) = hex::decode(d).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+                    return bad(format!("group `{}`: `{d}` is not a 32-byte hex commitment", group.name));
+                };
+                if seen.contains(&commitment) {
+                    return bad(format!("dataset {d} is in two groups (or twice in one)"));
+                }
+                seen.push(commitment);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a TDX quote must show beyond MRTD (which `measurements` lists).
@@ -129,6 +218,9 @@ pub enum PolicyError {
     /// The allow-list is empty, so no enclave could ever verify.
     #[error("policy allows no measurement")]
     NoMeasurements,
+    /// The `[budget]` section is not usable.
+    #[error("policy [budget]: {0}")]
+    BadBudget(String),
 }
 
 /// Why a job manifest's terms are not acceptable to a data owner.
@@ -177,6 +269,9 @@ impl Policy {
         policy.measurement_list()?;
         if let Some(tdx) = &policy.tdx {
             tdx.rtmr_lists()?;
+        }
+        if let Some(budget) = &policy.budget {
+            budget.check()?;
         }
         Ok(policy)
     }
@@ -244,6 +339,14 @@ max_epsilon = 8.0
 max_delta = 1e-5
 base_models = []
 recipients = []
+
+[budget]
+lifetime_epsilon = 10.0
+lifetime_delta = 1e-5
+
+[[budget.groups]]
+name = "cardiology"
+datasets = ["2bec72891b5f640c40a655abc5aea96c27543bbf9debc8e8506e320de039c22c", "c808fb80ab79d2b400b0d784048c701d09dc42af9365825dfbc2caa007d53d3d"]
 "#;
 
     #[test]
@@ -256,6 +359,31 @@ recipients = []
         assert_eq!(tdx.allowed_advisories, ["INTEL-SA-00837"]);
         assert_eq!(tdx.rtmr_lists().unwrap(), [None, None, None, Some(vec![[0; 48]])]);
         assert_eq!(p.job.unwrap().max_delta, 1e-5);
+        let budget = p.budget.unwrap();
+        assert_eq!((budget.lifetime_epsilon, budget.max_grants_per_job, budget.unit.as_str()), (10.0, 1, "record"));
+        let grouped = hex_literal::hex!("c808fb80ab79d2b400b0d784048c701d09dc42af9365825dfbc2caa007d53d3d");
+        assert_eq!(budget.group_of(&grouped), "cardiology");
+        assert_eq!(budget.group_of(&[0xab; 32]), format!("dataset:{}", "ab".repeat(32)));
+    }
+
+    #[test]
+    fn rejects_unusable_budgets_naming_the_field() {
+        for (from, to, names) in [
+            ("lifetime_epsilon = 10.0", "lifetime_epsilon = -1.0", "lifetime_epsilon"),
+            ("lifetime_delta = 1e-5", "lifetime_delta = 1.0", "lifetime_delta"),
+            ("lifetime_delta = 1e-5", "lifetime_delta = 1e-5\nmax_grants_per_job = 0", "max_grants_per_job"),
+            ("lifetime_delta = 1e-5", "lifetime_delta = 1e-5\nunit = \"patient\"", "unit"),
+            ("name = \"cardiology\"", "name = \"dataset:x\"", "reserved"),
+            ("\"2bec72891b5f640c40a655abc5aea96c27543bbf9debc8e8506e320de039c22c\"", "\"2bec\"", "2bec"),
+            ("\"2bec72891b5f640c40a655abc5aea96c27543bbf9debc8e8506e320de039c22c\"", "\"c808fb80ab79d2b400b0d784048c701d09dc42af9365825dfbc2caa007d53d3d\"", "two groups"),
+        ] {
+            let text = EXAMPLE.replace(from, to);
+            assert_ne!(text, EXAMPLE, "{from}");
+            match Policy::from_toml(&text) {
+                Err(PolicyError::BadBudget(reason)) => assert!(reason.contains(names), "{reason}"),
+                other => panic!("{to}: {other:?}"),
+            }
+        }
     }
 
     #[test]

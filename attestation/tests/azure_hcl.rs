@@ -39,6 +39,7 @@ fn check_snp(hcl_bytes: &[u8], vcek: Vec<u8>, pool: &[Vec<u8>], expected_digest:
         min_tcb: None,
         tdx: None,
         job: None,
+        budget: None,
     };
     verify_report(&evidence, &policy, datetime!(2025-06-01 0:00 UTC)).unwrap();
 

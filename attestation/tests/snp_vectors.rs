@@ -65,6 +65,7 @@ fn policy_for(evidence: &Evidence, allow_debug: bool) -> Policy {
         min_tcb: None,
         tdx: None,
         job: None,
+        budget: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn policy_for(quote: &[u8], allow_debug: bool) -> Policy {
         min_tcb: None,
         tdx: None,
         job: None,
+        budget: None,
     }
 }
 

@@ -167,6 +167,7 @@ fn open_policy(measurement: [u8; 48], allow_simulated: bool) -> Policy {
         min_tcb: None,
         tdx: None,
         job: None,
+        budget: None,
     }
 }
 

@@ -3,7 +3,8 @@
 use std::fmt::Display;
 
 /// A command's failure. Exit 1 means "checked and refused" (a verification or
-/// integrity failure); exit 2 means the input itself was unusable.
+/// integrity failure); exit 2 means the input itself was unusable; exit 3
+/// means a grant would break the owner's lifetime privacy budget.
 pub(crate) struct Failure {
     code: u8,
     message: String,
@@ -18,6 +19,11 @@ impl Failure {
     /// The input was understood and checked, and the check failed: exit 1.
     pub(crate) fn rejected(message: impl Display) -> Self {
         Failure { code: 1, message: message.to_string() }
+    }
+
+    /// A grant the owner's budget ledger refuses: exit 3.
+    pub(crate) fn over_budget(message: impl Display) -> Self {
+        Failure { code: 3, message: message.to_string() }
     }
 
     pub(crate) fn code(&self) -> u8 {

@@ -5,6 +5,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod attest;
+mod budget;
 mod dp;
 mod failure;
 mod files;

@@ -1,10 +1,12 @@
 //! `sealtune owner`: what a data owner runs on their own machine.
 
+use crate::budget::{self, LockedLedger};
 use crate::failure::{Failure, Outcome};
 use crate::files::{self, Access};
 use clap::Subcommand;
 use sealtune_attestation::identity::IdentityKey;
-use sealtune_attestation::policy::Policy;
+use sealtune_attestation::ledger::{Mechanism, Spend, LEDGER_VERSION};
+use sealtune_attestation::policy::{BudgetPolicy, Policy};
 use sealtune_attestation::sealed::{self, record::validate_jsonl, DataKey, Header, SealOptions, SealedError};
 use sealtune_host::client::connect;
 use sha2::{Digest, Sha256};
@@ -66,8 +68,9 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Connect to the job's enclave through the host, verify its evidence for
-    /// this session against your policy and the job, then seal your DEK to it
-    /// in a signed grant.
+    /// this session against your policy and the job, record the spend in your
+    /// budget ledger if the dataset's group can afford it (exit 3 if not),
+    /// then seal your DEK to the enclave in a signed grant.
     Grant {
         /// The host's relay address for the job.
         #[arg(long)]
@@ -84,9 +87,34 @@ pub(crate) enum Command {
         /// The sealed file the DEK opens (names the dataset by its commitment).
         #[arg(long)]
         sealed: PathBuf,
-        /// Your identity key (signs the grant).
+        /// Your identity key (signs the grant and the ledger entry).
         #[arg(long)]
         identity: PathBuf,
+        /// Your budget ledger (default: sealtune-ledger.cbor beside the identity key).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each budget group's lifetime, spent and remaining ε and the jobs
+    /// that spent it (from your ledger, composed by the accountant).
+    Budget {
+        /// Your policy (TOML) with a [budget] section.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Your identity key (the ledger's entries must carry its signatures).
+        #[arg(long)]
+        identity: PathBuf,
+        /// Your budget ledger (default: sealtune-ledger.cbor beside the identity key).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only check every signature and link, and report the first bad entry.
+        #[arg(long)]
+        verify: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -102,8 +130,13 @@ pub(crate) fn run(command: Command) -> Outcome {
         Command::Open { sealed, dek, out } => open(&sealed, &dek, &out),
         Command::Inspect { sealed, json } => inspect(&sealed, json),
         Command::Upload { sealed, host, json } => upload(&sealed, &host, json),
-        Command::Grant { host, manifest, policy, dek, sealed, identity, json } => {
-            grant(&host, &manifest, &policy, &dek, &sealed, &identity, json)
+        Command::Grant { host, manifest, policy, dek, sealed, identity, ledger, json } => {
+            grant(&host, &manifest, &policy, &dek, &sealed, &identity, ledger.as_deref(), json)
+        }
+        Command::Budget { policy, identity, ledger, group, verify, json } => {
+            let budget = read_budget(&policy)?;
+            let owner = read_identity(&identity)?.public();
+            crate::budget::show(&budget::ledger_path(ledger.as_deref(), &identity), &owner, &budget, group.as_deref(), verify, json)
         }
     }
 }
@@ -212,30 +245,92 @@ fn upload(sealed: &Path, host: &str, json: bool) -> Outcome {
     crate::print_result(json, serde_json::json!({ "commitment": hex::encode(digest) }), hex::encode(digest))
 }
 
-fn grant(host: &str, manifest: &Path, policy: &Path, dek: &Path, sealed_path: &Path, identity: &Path, json: bool) -> Outcome {
+fn read_policy(path: &Path) -> Result<Policy, Failure> {
+    Policy::from_toml(&files::read_text(path)?).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
+}
+
+fn read_budget(path: &Path) -> Result<BudgetPolicy, Failure> {
+    read_policy(path)?.budget.ok_or_else(|| {
+        Failure::input(format!("{}: no [budget] section: set lifetime_epsilon and lifetime_delta (docs/formats/policy.md)", path.display()))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn grant(host: &str, manifest: &Path, policy_path: &Path, dek: &Path, sealed_path: &Path, identity_path: &Path, ledger: Option<&Path>, json: bool) -> Outcome {
     let job = crate::files::read_job(manifest)?;
-    let policy = Policy::from_toml(&files::read_text(policy)?).map_err(|e| Failure::input(format!("{}: {e}", policy.display())))?;
+    let policy = read_policy(policy_path)?;
+    let budget = read_budget(policy_path)?;
     let key = read_dek(dek)?;
-    let identity = read_identity(identity)?;
+    let identity = read_identity(identity_path)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut open_file(sealed_path)?, &mut hasher).map_err(|e| Failure::input(format!("cannot read {}: {e}", sealed_path.display())))?;
     let dataset: [u8; 32] = hasher.finalize().into();
+    // Whatever would make the grant fail is checked before the ledger records a spend.
+    policy.check_job(&job.manifest).map_err(|e| Failure::rejected(e.to_string()))?;
+    match job.manifest.dataset(&dataset) {
+        Some(listed) if listed.owner == identity.public() => {}
+        Some(_) => return Err(Failure::rejected(format!("the job lists dataset {} under another owner's key", hex::encode(dataset)))),
+        None => return Err(Failure::rejected(format!("the job does not list dataset {}", hex::encode(dataset)))),
+    }
+    let mechanism = Mechanism::of_job(&job.manifest).map_err(|e| Failure::rejected(e.to_string()))?;
+    let ledger_path = budget::ledger_path(ledger, identity_path);
 
+    // The lock is held from the check until the key has left, so two grants
+    // that each fit the budget alone cannot both pass it.
+    let mut ledger = LockedLedger::acquire(&ledger_path, &identity.public())?;
+    let assessment = budget::assess(ledger.ledger(), &budget, &dataset, &job.manifest.hash(), &mechanism)?;
     let enclave_key = crate::runtime()?.block_on(async {
         let mut session = connect(host, &policy, &job.manifest).await.map_err(|e| Failure::rejected(e.to_string()))?;
         if session.evidence().claims.simulated {
             eprintln!("WARNING: releasing a key to a SIMULATED enclave (allowed by this policy): it offers no confidentiality");
         }
-        session.grant(&job.manifest, &policy, &dataset, key.expose(), &identity).await.map_err(|e| Failure::rejected(e.to_string()))?;
+        // The spend is durable before the key leaves: a crash after this
+        // counts as spent, a crash before leaves no entry and sent nothing.
+        let spend = Spend {
+            version: LEDGER_VERSION,
+            sequence: 0,
+            previous: [0; 32],
+            dataset,
+            group: assessment.group.clone(),
+            manifest: job.manifest.hash(),
+            job_id: job.manifest.job_id.clone(),
+            evidence: session.evidence().evidence_digest,
+            mechanism,
+            time: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        ledger.record(spend, &identity)?;
+        session.grant(&job.manifest, &policy, &dataset, key.expose(), &identity).await.map_err(|e| {
+            Failure::rejected(format!("{e} (the ledger counts this grant as spent: the key may have reached the enclave)"))
+        })?;
         let enclave_key = session.evidence().keys.kem;
         // The grant is in; a failed close_notify changes nothing.
         let _ = session.close().await;
         Ok::<_, Failure>(enclave_key)
     })?;
+    drop(ledger);
+    let remaining = (budget.lifetime_epsilon - assessment.spent_after).max(0.0);
     crate::print_result(
         json,
-        serde_json::json!({ "dataset": hex::encode(dataset), "enclave_key": hex::encode(enclave_key), "vendor": hex::encode(job.vendor) }),
-        format!("granted dataset {} to enclave key {}", hex::encode(dataset), hex::encode(enclave_key)),
+        serde_json::json!({
+            "dataset": hex::encode(dataset),
+            "enclave_key": hex::encode(enclave_key),
+            "vendor": hex::encode(job.vendor),
+            "budget_group": assessment.group,
+            "spent_epsilon_before": assessment.spent_before,
+            "spent_epsilon": assessment.spent_after,
+            "lifetime_epsilon": budget.lifetime_epsilon,
+            "remaining_epsilon": remaining,
+            "ledger": ledger_path.display().to_string(),
+        }),
+        format!(
+            "granted dataset {} to enclave key {}\nbudget group {}: spent ε = {:.4} of {} (was {:.4}), remaining {remaining:.4}",
+            hex::encode(dataset),
+            hex::encode(enclave_key),
+            assessment.group,
+            assessment.spent_after,
+            budget.lifetime_epsilon,
+            assessment.spent_before
+        ),
     )
 }
 

@@ -67,6 +67,7 @@ pub fn owner_policy() -> Policy {
             base_models: vec![hex(&BASE_MODEL)],
             recipients: vec![hex(&vendor().public())],
         }),
+        budget: None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`Segment`]s. Verifiers recompute a receipt's ε with them, so they live
 //! in the verifier's crate and are pure Rust.
 
+pub mod job;
 pub mod pld;
 pub mod rdp;
 mod special;

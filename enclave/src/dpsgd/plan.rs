@@ -4,13 +4,10 @@
 use super::engine::{Accountant, DpSgdConfig, OptimizerConfig};
 use super::sampling::{Layout, PrivacyUnit};
 use super::{DpError, Result};
-use sealtune_attestation::accountant::{self, calibrate_sigma, AccountantKind, Segment};
+use sealtune_attestation::accountant::job::job_noise;
+use sealtune_attestation::accountant::{self, AccountantKind, Segment};
 use sealtune_attestation::manifest::JobManifest;
 use std::collections::BTreeMap;
-
-/// The share of δ left to the accountants; the rest bounds the one data-dependent thing
-/// the host can see, a step that overflows its fixed number of micro-batches.
-const DELTA_ACCOUNTING_SHARE: f64 = 0.99;
 
 /// The public parameters of a DP-SGD job (in the service: from the signed manifest).
 #[derive(Debug, Clone)]
@@ -50,13 +47,12 @@ impl JobSpec {
     /// whole number of units: both are public terms the vendor chose together.
     pub fn from_manifest(manifest: &JobManifest) -> Result<Self> {
         let p = &manifest.privacy;
-        let declared = (p.expected_batch_size / p.sampling_rate).round();
-        if !(declared >= 1.0 && (declared * p.sampling_rate - p.expected_batch_size).abs() <= 1e-9 * p.expected_batch_size) {
-            return Err(DpError::bad(
+        let declared = p.declared_units().ok_or_else(|| {
+            DpError::bad(
                 "expected_batch_size",
                 format!("B̄ / q = {} / {} is not a whole number of units", p.expected_batch_size, p.sampling_rate),
-            ));
-        }
+            )
+        })?;
         let accountant = match p.accountant.as_str() {
             "pld" => AccountantKind::Pld,
             "rdp" => AccountantKind::Rdp,
@@ -78,7 +74,7 @@ impl JobSpec {
             delta: p.delta,
             clip: p.clip_norm,
             expected_batch: p.expected_batch_size,
-            declared_units: declared as u64,
+            declared_units: declared,
             max_steps: p.max_steps,
             privacy_unit,
             seq_len: t.max_seq_len as usize,
@@ -124,9 +120,8 @@ impl JobSpec {
         if !(q > 0.0 && q <= 1.0) {
             return Err(DpError::bad("expected_batch", format!("B̄ = {} is not in (0, N_declared = {}]", self.expected_batch, self.declared_units)));
         }
-        let delta_accounting = self.delta * DELTA_ACCOUNTING_SHARE;
-        let overflow_budget = (self.delta - delta_accounting) / (1.0 + self.epsilon.exp());
-        let sigma = calibrate_sigma(self.accountant, q, self.max_steps, delta_accounting, self.epsilon).map_err(acct)?;
+        let noise = job_noise(self.accountant, self.expected_batch, self.declared_units, self.max_steps, self.epsilon, self.delta).map_err(acct)?;
+        let (sigma, delta_accounting, overflow_budget) = (noise.noise_multiplier, noise.delta_accounting, noise.overflow_budget);
         let layout = Layout::for_job(self.micro_batch, self.privacy_unit, self.declared_units as usize, q, self.max_steps, overflow_budget)?;
         let overflow_probability = layout.overflow_probability(self.privacy_unit, self.declared_units as usize, q, self.max_steps);
         let config = DpSgdConfig {
