@@ -85,7 +85,7 @@ echo "relay on $relay"
 # Owners and vendor trust exactly this enclave build on the simulated platform.
 measurement=$("$bin/sealtune-enclave" measurement)
 policy() {
-    printf 'version = 1\nallow_simulated = true\nmeasurements = ["%s"]\n\n[job]\nmax_epsilon = 8.0\nmax_delta = 1e-5\nbase_models = ["%s"]\nrecipients = ["%s"]\n' \
+    printf 'version = 1\nallow_simulated = true\nmeasurements = ["%s"]\n\n[job]\nmax_epsilon = 8.0\nmax_delta = 1e-5\nbase_models = ["%s"]\nrecipients = ["%s"]\n\n[budget]\nlifetime_epsilon = 10.0\nlifetime_delta = 1e-5\n' \
         "$measurement" "$model_sha" "$vendor_pub"
 }
 for h in stmary royalfree; do
@@ -93,6 +93,8 @@ for h in stmary royalfree; do
     policy > "$out/$h/owner.toml"
     "$bin/sealtune" owner grant --host "$relay" --manifest "$out/vendor/job.cbor" --policy "$out/$h/owner.toml" \
         --dek "$out/$h/notes.dek" --sealed "$out/$h/notes.sealed" --identity "$out/$h/owner.key"
+    # The grant was recorded in the owner's ledger before the key left; what is left of the lifetime budget:
+    "$bin/sealtune" owner budget --policy "$out/$h/owner.toml" --identity "$out/$h/owner.key"
 done
 
 echo "== vendor: wait for training, fetch, verify offline"

@@ -4,6 +4,7 @@
 use sealtune_attestation::evidence::{EnclavePublicKeys, Evidence, EvidenceError, TeeKind, EVIDENCE_VERSION};
 use sealtune_attestation::grant::{GrantBody, SignedGrant, GRANT_VERSION};
 use sealtune_attestation::identity::IdentityKey;
+use sealtune_attestation::ledger::{Ledger, Mechanism, Spend, LEDGER_VERSION};
 use sealtune_attestation::manifest::{
     BaseModel, DatasetRef, JobManifest, LoraTerms, ManifestError, PrivacyTerms, SignedManifest, TrainingTerms, MANIFEST_VERSION,
 };
@@ -143,4 +144,46 @@ fn signed_manifest_refuses_forgeries_and_strangers() {
 
 fn vector_manifest_for(vendor: &IdentityKey) -> JobManifest {
     JobManifest { recipients: vec![vendor.public().into()], ..vector_manifest() }
+}
+
+/// The owner key of the ledger vector: Ed25519 with the seed 0x22 × 32.
+const VECTOR_OWNER_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEICIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIi\n-----END PRIVATE KEY-----\n";
+
+/// docs/formats/ledger.md: two spends of one dataset group, signed and
+/// chained (Ed25519 signatures are deterministic, so the bytes are fixed).
+#[test]
+fn ledger_golden_bytes() {
+    let owner = IdentityKey::from_pem(VECTOR_OWNER_PEM).unwrap();
+    let mechanism = Mechanism {
+        accountant: "pld".into(),
+        sampling_rate: 0.025,
+        noise_multiplier: 0.75,
+        max_steps: 400,
+        clip_norm: 1.0,
+        privacy_unit: "record".into(),
+        epsilon: 4.0,
+        delta: 1e-5,
+    };
+    let spend = |dataset: u8, manifest: u8, time: i64| Spend {
+        version: LEDGER_VERSION,
+        sequence: 0,
+        previous: [0; 32],
+        dataset: [dataset; 32],
+        group: "cardiology".into(),
+        manifest: [manifest; 32],
+        job_id: "clinical-notes".into(),
+        evidence: [0xee; 32],
+        mechanism: mechanism.clone(),
+        time,
+    };
+    let mut ledger = Ledger::new(owner.public());
+    ledger.append(spend(0xd1, 0xa1, 1_780_000_000), &owner).unwrap();
+    ledger.append(spend(0xd2, 0xa2, 1_780_086_400), &owner).unwrap();
+    let bytes = ledger.to_cbor();
+    assert_eq!(hex::encode(&bytes), include_str!("vectors/ledger-v1.hex").trim());
+    let read = Ledger::from_cbor(&bytes, &owner.public()).unwrap();
+    assert_eq!(read.spends()[1].sequence, 1);
+    let mut first = Ledger::new(owner.public());
+    first.append(spend(0xd1, 0xa1, 1_780_000_000), &owner).unwrap();
+    assert_eq!(read.spends()[1].previous, first.head());
 }

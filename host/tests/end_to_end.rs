@@ -177,7 +177,7 @@ fn two_hospitals_and_a_vendor_over_the_cli_leave_no_plaintext_on_the_host() {
     let measurement = hex::encode(Sha384::digest(std::fs::read(&enclave_bin).unwrap()));
     let policy = |max_epsilon: f64| {
         format!(
-            "version = 1\nallow_simulated = true\nmeasurements = [\"{measurement}\"]\n[job]\nmax_epsilon = {max_epsilon:?}\nmax_delta = 1e-5\nbase_models = [\"{model}\"]\nrecipients = [\"{vendor_key}\"]\n"
+            "version = 1\nallow_simulated = true\nmeasurements = [\"{measurement}\"]\n[job]\nmax_epsilon = {max_epsilon:?}\nmax_delta = 1e-5\nbase_models = [\"{model}\"]\nrecipients = [\"{vendor_key}\"]\n[budget]\nlifetime_epsilon = 10.0\nlifetime_delta = 1e-5\n"
         )
     };
     for (dir, _, commitment) in &owners {
@@ -190,6 +190,10 @@ fn two_hospitals_and_a_vendor_over_the_cli_leave_no_plaintext_on_the_host() {
         }));
         assert_eq!(granted["dataset"].as_str().unwrap(), commitment);
         assert_eq!(granted["vendor"].as_str().unwrap(), vendor_key);
+        // The spend is in the owner's ledger beside their key, and the job fits the budget.
+        assert!(dir.join("sealtune-ledger.cbor").exists());
+        let spent = granted["spent_epsilon"].as_f64().unwrap();
+        assert!((spent - 4.0).abs() < 0.01, "{spent}");
     }
 
     // The vendor waits, fetches and verifies offline.
