@@ -221,35 +221,40 @@ fn pld_of_composed_gaussians_is_exact_from_above_at_any_scale() {
     }
 }
 
-/// dp_accounting 0.4.4's PLD (connect-the-dots), pessimistic and optimistic
-/// (docs/reference/pld_references.py): (q, σ, T, δ, optimistic, pessimistic).
-/// The first is the overflow case, the others the large-corpus regime.
-const DP_ACCOUNTING: [(f64, f64, u64, f64, f64, f64); 3] = [
-    (0.1, 0.5, 10_000, 1e-5, 778.266000005015, 783.288000005015),
-    (0.0005, 1.0, 100_000, 1e-8, 0.5785015003808364, 1.0784979016478742),
-    (0.0001, 1.0, 1_000_000, 1e-10, 0.0, 0.7727513141669148),
+/// Exact ε of Poisson-subsampled Gaussians by numerical Laplace inversion
+/// of the composed privacy loss's moment generating function (no grid;
+/// docs/reference/pld_references.py, checked against the Balle & Wang values
+/// at q = 1 to 1e-9): (q, σ, T, δ, exact ε). The first row is the issue's
+/// overflow case; the others the large-corpus regime, where dp_accounting's
+/// pessimistic PLD at fine grids gave 14.24 for the second row (above the
+/// truth) and 0.7728 for the third.
+const EXACT_SUBSAMPLED: [(f64, f64, u64, f64, f64); 6] = [
+    (0.1, 0.5, 10_000, 1e-5, 782.3281559754364),
+    (0.001, 0.8, 1_000_000, 1e-10, 13.941533478051454),
+    (0.0001, 1.0, 1_000_000, 1e-10, 0.7656950150235493),
+    (0.0005, 1.0, 100_000, 1e-8, 1.0784787964662577),
+    (0.001, 2.0, 100_000, 1e-6, 0.6966731645411581),
+    (0.01, 1.0, 10_000, 1e-12, EXACT_Q01_S1),
 ];
 
 #[test]
-fn pld_matches_dp_accounting_from_above_and_within_one_percent() {
-    for (q, sigma, steps, delta, optimistic, pessimistic) in DP_ACCOUNTING {
+fn pld_is_exact_from_above_for_subsampled_gaussians_and_within_two_percent() {
+    for (q, sigma, steps, delta, exact) in EXACT_SUBSAMPLED {
         let eps = epsilon(AccountantKind::Pld, &[seg(q, sigma, steps)], delta).unwrap();
-        assert!(eps >= optimistic, "q={q}: {eps} below dp_accounting's lower bound {optimistic}");
-        assert!(eps >= pessimistic * (1.0 - 1e-3), "q={q}: {eps} below dp_accounting's {pessimistic}");
-        assert!(eps <= pessimistic * 1.01, "q={q}: {eps} more than 1% above dp_accounting's {pessimistic}");
+        assert!(eps >= exact, "q={q} σ={sigma} T={steps}: {eps} below the exact {exact}");
+        assert!(eps <= exact * 1.02, "q={q} σ={sigma} T={steps}: {eps} more than 2% above the exact {exact}");
     }
 }
 
 #[test]
-fn large_targets_calibrate_quickly() {
-    // The runaway: ε = 1000 at q = 0.123, 40 steps (once > 6 GB).
-    let start = std::time::Instant::now();
+fn large_targets_calibrate_and_meet_the_target() {
+    // The runaway: ε = 1000 at q = 0.123, 40 steps (once > 6 GB;
+    // host/tests/cli.rs runs it under a 1 GiB address-space limit).
     for target in [1000.0, 1e5] {
         let sigma = calibrate_sigma(AccountantKind::Pld, 0.123, 40, 9.9e-6, target).unwrap();
         let eps = epsilon(AccountantKind::Pld, &[seg(0.123, sigma, 40)], 9.9e-6).unwrap();
         assert!(eps <= target, "{eps} > {target}");
     }
-    assert!(start.elapsed().as_secs() < 120, "{:?}", start.elapsed());
 }
 
 proptest! {

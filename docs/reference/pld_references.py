@@ -152,7 +152,7 @@ def inversion_delta(q, sigma, steps, eps, remove, check=False):
 def inversion_epsilon(q, sigma, steps, delta, guess):
     """The exact eps at delta: both directions, the larger delta; the root is
     checked (see inversion_delta) before it is returned."""
-    d = lambda e, check=False: max(inversion_delta(q, sigma, steps, e, r, check) for r in (True, False))
+    d = lambda e: max(inversion_delta(q, sigma, steps, e, r) for r in (True, False))
     f = lambda e: np.log(d(e)) - np.log(delta)
     lo, hi = guess * 0.98, guess * 1.02
     while f(lo) < 0:
@@ -160,7 +160,9 @@ def inversion_epsilon(q, sigma, steps, delta, guess):
     while f(hi) > 0:
         hi *= 1.1
     eps = brentq(f, lo, hi, xtol=1e-12, rtol=1e-9)
-    d(eps, check=True)
+    # The direction that sets delta is checked; the other may be far below it.
+    remove = inversion_delta(q, sigma, steps, eps, True) >= inversion_delta(q, sigma, steps, eps, False)
+    inversion_delta(q, sigma, steps, eps, remove, check=True)
     return eps
 
 

@@ -10,7 +10,7 @@ use sealtune_attestation::manifest::{JobManifest, SignedManifest};
 use sealtune_enclave::key_release::KeyRelease;
 use sealtune_enclave::measurement::own_measurement;
 use sealtune_enclave::service::job::{run_job, JobContext};
-use sealtune_enclave::service::ServiceHandle;
+use sealtune_enclave::service::{JobEnd, ServiceHandle};
 use sealtune_enclave::tee::configfs::DEFAULT_REPORT_ROOT;
 use sealtune_enclave::tee::Hardware;
 use sealtune_enclave::tee::launch::check_launch;
@@ -85,7 +85,8 @@ pub(crate) fn run(args: Args) -> Result<(), String> {
     }
 }
 
-/// Serves the job on `tee` until it is stopped.
+/// Serves the job on `tee` until every recipient has its outputs (exit 0),
+/// the job failed (exit 1, after `service::FAILED_LINGER`) or it is stopped.
 fn serve<T: Tee + Send + 'static>(args: Args, manifest: JobManifest, tee: T, measurement: [u8; 48], simulated: bool) -> Result<(), String> {
     let service = ServiceHandle::new(KeyRelease::new(manifest, tee)).map_err(|e| e.to_string())?;
     let context = JobContext {
@@ -95,7 +96,7 @@ fn serve<T: Tee + Send + 'static>(args: Args, manifest: JobManifest, tee: T, mea
         simulated,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -110,16 +111,25 @@ fn serve<T: Tee + Send + 'static>(args: Args, manifest: JobManifest, tee: T, mea
                 tracing::error!("job failed: {e}");
             }
         });
-        if args.stop_on_stdin_close {
+        let end = if args.stop_on_stdin_close {
             tokio::select! {
-                () = service.serve(listener) => {}
-                () = stdin_closed() => tracing::info!("standard input closed; stopping"),
+                end = service.serve_until_end(listener) => end,
+                () = stdin_closed() => return Err("standard input closed; stopped before the job ended".to_string()),
             }
         } else {
-            service.serve(listener).await;
+            service.serve_until_end(listener).await
+        };
+        match end {
+            JobEnd::Delivered => Ok(()),
+            JobEnd::Failed => Err("the job failed; nothing was published".to_string()),
         }
-        Ok(())
-    })
+    });
+    // Shutting the runtime down drops every task and with them the released
+    // DEKs and the decrypted corpora (zeroized on drop) before the process
+    // exits. The timeout: the blocking read of standard input never returns
+    // while the launcher holds the pipe, and a plain drop would wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 /// Returns once standard input reaches its end (or fails).

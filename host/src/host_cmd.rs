@@ -134,10 +134,14 @@ async fn launch(
     match launched.as_mut() {
         Some(enclave) => tokio::select! {
             () = relay(listener, upstream) => Ok(()),
-            status = enclave.exited() => Err(Failure::rejected(format!(
-                "the enclave exited ({})",
-                status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
-            ))),
+            status = enclave.exited() => match status {
+                Ok(status) if status.success() => {
+                    eprintln!("the enclave finished: every recipient has the outputs, and it dropped its keys and data");
+                    Ok(())
+                }
+                Ok(status) => Err(Failure::rejected(format!("the enclave exited without delivering the outputs ({status}); see its log above"))),
+                Err(e) => Err(Failure::rejected(format!("cannot wait for the enclave: {e}"))),
+            },
         },
         None => {
             relay(listener, upstream).await;

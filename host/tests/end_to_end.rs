@@ -11,6 +11,7 @@ use sha2::{Digest, Sha384};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 const MARKERS: [&str; 2] = ["ZEBRA-PATIENT-7731", "QUOKKA-PATIENT-4410"];
 
@@ -50,6 +51,20 @@ impl Daemon {
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
         let announced = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{first:?}: {e}"));
         (Daemon(child), announced)
+    }
+}
+
+impl Daemon {
+    /// The exit status, if the process ends by itself within `limit`.
+    fn wait_for_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 }
 
@@ -162,7 +177,7 @@ fn two_hospitals_and_a_vendor_over_the_cli_leave_no_plaintext_on_the_host() {
     });
 
     // The operator launches the enclave for the job; clients reach it through the relay.
-    let (_launcher, announced) = Daemon::start(
+    let (mut launcher, announced) = Daemon::start(
         {
             let mut c = sealtune(&host_tmp);
             c.args(["host", "launch", "--manifest", p(&job), "--tee", "sim", "--sim-platform", p(&host.join("sim"))]);
@@ -206,6 +221,11 @@ fn two_hospitals_and_a_vendor_over_the_cli_leave_no_plaintext_on_the_host() {
         c
     }));
     assert_eq!(fetched["files"].as_array().unwrap().len(), 3);
+    // Its only recipient has the outputs: the enclave drops its keys and data
+    // and exits, and the launcher reports that and exits 0.
+    assert_eq!(launcher.wait_for_exit(Duration::from_secs(60)), Some(0), "the enclave outlived its job");
+    let log = std::fs::read_to_string(host.join("launch.log")).unwrap();
+    assert!(log.contains("the enclave finished"), "{log}");
     let verify = |policy: &Path| {
         let mut c = sealtune(&vendor_dir);
         c.args(["verify", p(&out), "--policy", p(policy), "--manifest", p(&job), "--json"]);
@@ -241,7 +261,7 @@ fn two_hospitals_and_a_vendor_over_the_cli_leave_no_plaintext_on_the_host() {
 
     // The host's store, logs and temporary files hold no plaintext; the
     // markers are where they must be, so the scan can find them.
-    drop(_launcher);
+    drop(launcher);
     drop(_store);
     assert_eq!(files_with_markers(&host), Vec::<PathBuf>::new());
     assert!(std::fs::read_dir(host.join("store")).unwrap().count() >= 3);

@@ -42,6 +42,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Sessions served at once; further connections wait to be accepted.
 pub const MAX_SESSIONS: usize = 64;
+/// How long a failed job still answers `status`, so that its clients learn
+/// that it failed rather than find nothing listening.
+pub const FAILED_LINGER: Duration = Duration::from_secs(60);
 
 /// Why the service cannot start or a job step fails.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,8 @@ pub(crate) struct Shared<T: Tee> {
     steps: u64,
     epsilon_spent: f64,
     outputs: Option<(Vec<OutputBlob>, Vec<u8>)>,
+    /// Recipients that have been handed the outputs.
+    delivered_to: Vec<[u8; 32]>,
 }
 
 impl<T: Tee> Shared<T> {
@@ -130,6 +135,15 @@ impl<T: Tee> Shared<T> {
 
 fn refused(reason: String) -> Response {
     Response::Refused { reason }
+}
+
+/// How a job's service ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Every recipient the manifest names was handed the outputs.
+    Delivered,
+    /// The job failed and published nothing.
+    Failed,
 }
 
 /// The shared state behind its lock.
@@ -169,6 +183,7 @@ impl<T: Tee + Send + 'static> ServiceHandle<T> {
             steps: 0,
             epsilon_spent: 0.0,
             outputs: None,
+            delivered_to: Vec::new(),
         };
         Ok(ServiceHandle { state: Arc::new(SharedState(Mutex::new(shared))), granted: Arc::new(Notify::new()), tls })
     }
@@ -240,7 +255,52 @@ impl<T: Tee + Send + 'static> ServiceHandle<T> {
 
     /// Serves sessions on `listener` until the task is dropped.
     pub async fn serve(self, listener: TcpListener) {
+        self.accept(listener, Arc::new(Semaphore::new(MAX_SESSIONS))).await
+    }
+
+    /// Serves sessions on `listener` until the job has ended: every
+    /// recipient has been handed the outputs, or the job failed (then
+    /// after [`FAILED_LINGER`]). It stops accepting, lets open sessions
+    /// finish (at most [`IDLE_TIMEOUT`]), and says how the job ended.
+    pub async fn serve_until_end(self, listener: TcpListener) -> JobEnd {
         let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
+        let ended = async {
+            let end = self.ended().await;
+            if end == JobEnd::Failed {
+                tokio::time::sleep(FAILED_LINGER).await;
+            }
+            end
+        };
+        let end = tokio::select! {
+            () = self.clone().accept(listener, Arc::clone(&sessions)) => unreachable!("the accept loop only ends when dropped"),
+            end = ended => end,
+        };
+        // A permit per open session: all of them back means every session closed.
+        let _ = tokio::time::timeout(IDLE_TIMEOUT, sessions.acquire_many(MAX_SESSIONS as u32)).await;
+        end
+    }
+
+    /// How the job has ended, if it has.
+    pub fn end(&self) -> Option<JobEnd> {
+        let shared = self.state.lock();
+        let recipients = &shared.key_release.manifest().recipients;
+        match shared.phase {
+            Phase::Failed => Some(JobEnd::Failed),
+            Phase::Finished if recipients.iter().all(|r| shared.delivered_to.contains(r)) => Some(JobEnd::Delivered),
+            _ => None,
+        }
+    }
+
+    async fn ended(&self) -> JobEnd {
+        loop {
+            if let Some(end) = self.end() {
+                return end;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn accept(self, listener: TcpListener, sessions: Arc<Semaphore>) {
         loop {
             let Ok(permit) = Arc::clone(&sessions).acquire_owned().await else { return };
             let (tcp, peer) = match listener.accept().await {

@@ -169,15 +169,19 @@ fn outputs<T: Tee>(
     signature: &[u8; 64],
     state: &SharedState<T>,
 ) -> Result<Response, SessionError> {
-    let shared = state.lock();
+    let mut shared = state.lock();
     if !shared.key_release.manifest().recipients.iter().any(|r| **r == *recipient) {
         return Err(SessionError::NotRecipient(hex::encode(recipient)));
     }
     if !verify_signature(recipient, &fetch_outputs_message(&exporter.0), signature) {
         return Err(SessionError::BadRecipientSignature);
     }
-    match &shared.outputs {
-        Some((files, receipt)) => Ok(Response::Outputs { files: files.clone(), receipt: receipt.clone() }),
-        None => Err(SessionError::OutputsNotReady(shared.phase)),
+    let response = match &shared.outputs {
+        Some((files, receipt)) => Response::Outputs { files: files.clone(), receipt: receipt.clone() },
+        None => return Err(SessionError::OutputsNotReady(shared.phase)),
+    };
+    if !shared.delivered_to.contains(recipient) {
+        shared.delivered_to.push(*recipient);
     }
+    Ok(response)
 }
