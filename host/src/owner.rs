@@ -134,9 +134,10 @@ pub(crate) fn run(command: Command) -> Outcome {
             grant(&host, &manifest, &policy, &dek, &sealed, &identity, ledger.as_deref(), json)
         }
         Command::Budget { policy, identity, ledger, group, verify, json } => {
-            let budget = read_budget(&policy)?;
+            let parsed = read_policy(&policy)?;
+            let budget = budget_of(&parsed, &policy)?;
             let owner = read_identity(&identity)?.public();
-            crate::budget::show(&budget::ledger_path(ledger.as_deref(), &identity), &owner, &budget, group.as_deref(), verify, json)
+            crate::budget::show(&budget::ledger_path(ledger.as_deref(), &identity), &owner, budget, group.as_deref(), verify, json)
         }
     }
 }
@@ -249,8 +250,9 @@ fn read_policy(path: &Path) -> Result<Policy, Failure> {
     Policy::from_toml(&files::read_text(path)?).map_err(|e| Failure::input(format!("{}: {e}", path.display())))
 }
 
-fn read_budget(path: &Path) -> Result<BudgetPolicy, Failure> {
-    read_policy(path)?.budget.ok_or_else(|| {
+/// The policy's `[budget]` section; `path` names the file in the error.
+fn budget_of<'a>(policy: &'a Policy, path: &Path) -> Result<&'a BudgetPolicy, Failure> {
+    policy.budget.as_ref().ok_or_else(|| {
         Failure::input(format!("{}: no [budget] section: set lifetime_epsilon and lifetime_delta (docs/formats/policy.md)", path.display()))
     })
 }
@@ -259,7 +261,7 @@ fn read_budget(path: &Path) -> Result<BudgetPolicy, Failure> {
 fn grant(host: &str, manifest: &Path, policy_path: &Path, dek: &Path, sealed_path: &Path, identity_path: &Path, ledger: Option<&Path>, json: bool) -> Outcome {
     let job = crate::files::read_job(manifest)?;
     let policy = read_policy(policy_path)?;
-    let budget = read_budget(policy_path)?;
+    let budget = budget_of(&policy, policy_path)?;
     let key = read_dek(dek)?;
     let identity = read_identity(identity_path)?;
     let mut hasher = Sha256::new();
@@ -278,7 +280,8 @@ fn grant(host: &str, manifest: &Path, policy_path: &Path, dek: &Path, sealed_pat
     // The lock is held from the check until the key has left, so two grants
     // that each fit the budget alone cannot both pass it.
     let mut ledger = LockedLedger::acquire(&ledger_path, &identity.public())?;
-    let assessment = budget::assess(ledger.ledger(), &budget, &dataset, &job.manifest.hash(), &mechanism)?;
+    let manifest_hash = job.manifest.hash();
+    let assessment = budget::assess(ledger.ledger(), budget, &dataset, &manifest_hash, &mechanism)?;
     let enclave_key = crate::runtime()?.block_on(async {
         let mut session = connect(host, &policy, &job.manifest).await.map_err(|e| Failure::rejected(e.to_string()))?;
         if session.evidence().claims.simulated {
@@ -292,7 +295,7 @@ fn grant(host: &str, manifest: &Path, policy_path: &Path, dek: &Path, sealed_pat
             previous: [0; 32],
             dataset,
             group: assessment.group.clone(),
-            manifest: job.manifest.hash(),
+            manifest: manifest_hash,
             job_id: job.manifest.job_id.clone(),
             evidence: session.evidence().evidence_digest,
             mechanism,
